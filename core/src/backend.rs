@@ -1,0 +1,139 @@
+//! Backends: how a channel's events travel between publishers and consumers.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::stream::BoxStream;
+
+use crate::Payload;
+
+/// One published event: its name (the spec's `key`) and its JSON data.
+///
+/// ```
+/// use tbone_dispatch::{Event, Payload};
+///
+/// let event = Event::new("resource_create", Payload::encode(&[1, 2]).unwrap());
+/// assert_eq!(event.key(), "resource_create");
+/// assert_eq!(event.data().as_str(), "[1,2]");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    key: Arc<str>,
+    data: Payload,
+}
+
+impl Event {
+    /// An event named `key` carrying `data`.
+    pub fn new(key: impl Into<Arc<str>>, data: Payload) -> Self {
+        Event {
+            key: key.into(),
+            data,
+        }
+    }
+
+    /// The event's name.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The event's data.
+    pub fn data(&self) -> &Payload {
+        &self.data
+    }
+}
+
+/// The stream of events a backend hands to its channel's consumer.
+pub type EventStream = BoxStream<'static, Event>;
+
+/// A channel's transport: where published events go and where the channel's
+/// consumer reads them back from. The spec's "custom-backend channels ...
+/// by subclassing the Channel class" is, here, implementing this trait.
+///
+/// The channel does everything else: validating and encoding data,
+/// subscriptions, encoding frames once, delivery to carriers, overflow.
+/// A backend sees only [`Event`]s.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use futures::StreamExt;
+/// use tbone_dispatch::{Backend, BackendError, Event, EventStream};
+///
+/// /// Remembers every event and replays them to the consumer at kickoff.
+/// #[derive(Default)]
+/// struct Replay {
+///     log: Mutex<Vec<Event>>,
+/// }
+///
+/// impl Backend for Replay {
+///     async fn publish(&self, event: Event) -> Result<(), BackendError> {
+///         self.log.lock().unwrap().push(event);
+///         Ok(())
+///     }
+///
+///     fn consume(&self) -> Result<EventStream, BackendError> {
+///         let events = self.log.lock().unwrap().clone();
+///         Ok(futures::stream::iter(events).boxed())
+///     }
+/// }
+/// ```
+pub trait Backend: Send + Sync + 'static {
+    /// Accepts one event for delivery. Resolve only once the event is
+    /// durably accepted (for a database: acknowledged), and return an error
+    /// otherwise: the channel reports it to the publisher.
+    fn publish(&self, event: Event) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// The events this channel instance must deliver, from now on. Called
+    /// once, at [`Channel::kickoff`](crate::Channel::kickoff). The stream
+    /// should handle transient failures itself (reconnect, resume) and end
+    /// only when the backend is finished.
+    fn consume(&self) -> Result<EventStream, BackendError>;
+
+    /// Called after the consumer stopped, to release resources. The default
+    /// does nothing.
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// A backend could not accept or provide events.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The backend is closed (its channel was stopped).
+    #[error("the backend is closed: its channel was stopped")]
+    Closed,
+    /// The backend can be consumed only once.
+    #[error("the backend is already being consumed; a backend feeds one channel consumer")]
+    AlreadyConsumed,
+    /// Any other failure, with what went wrong.
+    #[error("{message}")]
+    Other {
+        /// What went wrong and, where possible, what to do.
+        message: String,
+        /// The underlying error.
+        #[source]
+        source: Option<Box<dyn StdError + Send + Sync>>,
+    },
+}
+
+impl BackendError {
+    /// A failure described by `message`.
+    pub fn msg(message: impl Into<String>) -> Self {
+        BackendError::Other {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure described by `message`, caused by `source`.
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl StdError + Send + Sync + 'static,
+    ) -> Self {
+        BackendError::Other {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}

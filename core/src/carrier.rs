@@ -1,0 +1,456 @@
+//! Carriers: the bounded, self-cleaning path from a channel to one client.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use futures::future::{self, Either};
+use futures::task::AtomicWaker;
+use futures::{FutureExt, Sink, SinkExt, StreamExt};
+
+use crate::runtime::{QueueSender, Runtime, SpawnError, TrySendError};
+use crate::Frame;
+
+/// Identifies one carrier; unique within the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CarrierId(u64);
+
+impl CarrierId {
+    /// A fresh identifier, never returned before in this process.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        CarrierId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for CarrierId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "carrier#{}", self.0)
+    }
+}
+
+/// What a channel does when a carrier's queue is full: a client that does
+/// not read must never slow the publisher or the other clients.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Close the carrier and remove it from every channel (counted in
+    /// [`ChannelStats::carriers_dropped`](crate::ChannelStats)). A client
+    /// that missed events is better told by a closed socket, so it can
+    /// reconnect and reload, than left silently out of date.
+    #[default]
+    DropCarrier,
+    /// Skip this frame for this carrier only and keep the carrier (counted
+    /// in [`Carrier::frames_dropped`] and
+    /// [`ChannelStats::frames_dropped`](crate::ChannelStats)).
+    DropFrame,
+}
+
+/// Settings of one carrier.
+///
+/// ```
+/// use std::time::Duration;
+/// use tbone_dispatch::{CarrierConfig, OverflowPolicy};
+///
+/// let config = CarrierConfig::default()
+///     .capacity(64)
+///     .overflow(OverflowPolicy::DropFrame)
+///     .close_timeout(Duration::from_millis(200));
+/// assert_eq!(config.get_capacity(), 64);
+/// ```
+#[derive(Clone, Debug)]
+pub struct CarrierConfig {
+    capacity: usize,
+    overflow: OverflowPolicy,
+    close_timeout: Duration,
+}
+
+impl Default for CarrierConfig {
+    fn default() -> Self {
+        CarrierConfig {
+            capacity: 256,
+            overflow: OverflowPolicy::DropCarrier,
+            close_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl CarrierConfig {
+    /// How many frames may wait for the sink (default 256, at least 1).
+    pub fn capacity(mut self, frames: usize) -> Self {
+        self.capacity = frames.max(1);
+        self
+    }
+
+    /// What to do when the queue is full (default
+    /// [`OverflowPolicy::DropCarrier`]).
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// How long closing the sink may take before it is abandoned
+    /// (default 1 s), so a stalled peer cannot keep a task alive.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// The queue capacity.
+    pub fn get_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The overflow policy.
+    pub fn get_overflow(&self) -> OverflowPolicy {
+        self.overflow
+    }
+}
+
+/// Why a carrier closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// [`Carrier::close`] was called.
+    Closed,
+    /// Its queue overflowed under [`OverflowPolicy::DropCarrier`].
+    Overflow,
+    /// The sink returned an error (the socket died); the message says which.
+    SinkError(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Closed => f.write_str("closed by the application"),
+            CloseReason::Overflow => f.write_str("dropped: its queue was full (a slow client)"),
+            CloseReason::SinkError(e) => write!(f, "its sink failed: {e}"),
+        }
+    }
+}
+
+/// A channel that can forget a carrier; carriers hold these weakly so that
+/// closing one removes it everywhere without keeping channels alive.
+pub(crate) trait Membership: Send + Sync {
+    fn forget(&self, id: CarrierId);
+}
+
+#[derive(Default)]
+struct CloseFlag {
+    closed: AtomicBool,
+    reason: Mutex<Option<CloseReason>>,
+    pump: AtomicWaker,
+    waiters: Mutex<Vec<Waker>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing user-supplied runs under these locks.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl CloseFlag {
+    fn set(&self, reason: CloseReason) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        *lock(&self.reason) = Some(reason);
+        self.pump.wake();
+        for waker in std::mem::take(&mut *lock(&self.waiters)) {
+            waker.wake();
+        }
+        true
+    }
+
+    fn is_set(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn reason(&self) -> Option<CloseReason> {
+        lock(&self.reason).clone()
+    }
+
+    // The pump's view: a single waiter, so an AtomicWaker suffices.
+    fn wait_pump(&self) -> impl Future<Output = ()> + Unpin + '_ {
+        future::poll_fn(move |cx| {
+            if self.is_set() {
+                return Poll::Ready(());
+            }
+            self.pump.register(cx.waker());
+            if self.is_set() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+struct Shared<R: Runtime> {
+    id: CarrierId,
+    tx: R::Sender<Frame>,
+    overflow: OverflowPolicy,
+    flag: Arc<CloseFlag>,
+    memberships: Mutex<Vec<Weak<dyn Membership>>>,
+    queued: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// What happened when a channel offered a frame to a carrier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Offer {
+    Queued,
+    FrameDropped,
+    CarrierDropped,
+    Gone,
+}
+
+/// The path from channels to one client: a bounded queue in front of any
+/// [`futures::Sink`] of [`Frame`]s, drained by its own task.
+///
+/// A carrier is the spec's `Carrier`: the abstraction over a websocket (or
+/// SSE stream, or test buffer) that channels deliver to. Publishing only ever
+/// puts a shared frame into the carrier's queue; a slow client fills its own
+/// queue and is then handled by its [`OverflowPolicy`], never slowing anyone
+/// else. When the sink fails (the socket died) or the carrier is closed, it
+/// removes itself from every event of every channel it was subscribed to.
+///
+/// Cloning a `Carrier` gives another handle to the same carrier. When the
+/// last handle is dropped (the application's and the channels'), the queue is
+/// drained into the sink and the sink is closed.
+///
+/// ```
+/// use futures::StreamExt;
+/// use tbone_dispatch::testing::ManualRuntime;
+/// use tbone_dispatch::{Carrier, CarrierConfig, Frame};
+///
+/// let runtime = ManualRuntime::new();
+/// // Any Sink<Frame> works: here the sending half of a futures channel.
+/// let (sink, mut received) = futures::channel::mpsc::unbounded::<Frame>();
+/// let carrier = Carrier::new(&runtime, sink, CarrierConfig::default()).unwrap();
+/// # let _ = &carrier;
+/// ```
+pub struct Carrier<R: Runtime> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R: Runtime> Clone for Carrier<R> {
+    fn clone(&self) -> Self {
+        Carrier {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<R: Runtime> fmt::Debug for Carrier<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Carrier")
+            .field("id", &self.shared.id)
+            .field("closed", &self.shared.flag.is_set())
+            .finish()
+    }
+}
+
+impl<R: Runtime + Default> Carrier<R> {
+    /// [`Carrier::new`] on the default runtime of `R`, with the default
+    /// configuration.
+    pub fn from_sink<S>(sink: S) -> Result<Self, SpawnError>
+    where
+        S: Sink<Frame> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
+        Self::new(&R::default(), sink, CarrierConfig::default())
+    }
+}
+
+impl<R: Runtime> Carrier<R> {
+    /// Wraps `sink` in a carrier and starts its writer task on `runtime`.
+    ///
+    /// Fails only if the runtime cannot spawn (for tokio: called outside a
+    /// runtime).
+    pub fn new<S>(runtime: &R, sink: S, config: CarrierConfig) -> Result<Self, SpawnError>
+    where
+        S: Sink<Frame> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
+        let (tx, rx) = runtime.bounded(config.capacity);
+        let flag = Arc::new(CloseFlag::default());
+        let shared = Arc::new(Shared {
+            id: CarrierId::next(),
+            tx,
+            overflow: config.overflow,
+            flag: flag.clone(),
+            memberships: Mutex::new(Vec::new()),
+            queued: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let writer = pump(
+            Arc::downgrade(&shared),
+            flag,
+            rx,
+            sink,
+            runtime.clone(),
+            config.close_timeout,
+        );
+        runtime.spawn(writer)?;
+        Ok(Carrier { shared })
+    }
+
+    /// This carrier's identifier.
+    pub fn id(&self) -> CarrierId {
+        self.shared.id
+    }
+
+    /// Closes the carrier: it leaves every channel, its queue is abandoned
+    /// and its sink is closed. Idempotent.
+    pub fn close(&self) {
+        self.shared.close(CloseReason::Closed);
+    }
+
+    /// Whether the carrier is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.flag.is_set()
+    }
+
+    /// Why the carrier closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.flag.reason()
+    }
+
+    /// Completes when the carrier closes (for any reason), with the reason.
+    /// A websocket handler can await this beside its read loop.
+    pub fn closed(&self) -> impl Future<Output = CloseReason> + Send + 'static {
+        let flag = self.shared.flag.clone();
+        future::poll_fn(move |cx| {
+            if let Some(reason) = flag.reason() {
+                return Poll::Ready(reason);
+            }
+            {
+                let mut waiters = lock(&flag.waiters);
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+            }
+            match flag.reason() {
+                Some(reason) => Poll::Ready(reason),
+                None => Poll::Pending,
+            }
+        })
+    }
+
+    /// Frames accepted into the queue so far.
+    pub fn frames_queued(&self) -> u64 {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Frames skipped under [`OverflowPolicy::DropFrame`].
+    pub fn frames_dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn offer(&self, frame: Frame) -> Offer {
+        let shared = &self.shared;
+        if shared.flag.is_set() {
+            return Offer::Gone;
+        }
+        match shared.tx.try_send(frame) {
+            Ok(()) => {
+                shared.queued.fetch_add(1, Ordering::Relaxed);
+                Offer::Queued
+            }
+            Err(TrySendError::Full(_)) => match shared.overflow {
+                OverflowPolicy::DropFrame => {
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    Offer::FrameDropped
+                }
+                OverflowPolicy::DropCarrier => {
+                    tracing::debug!(carrier = %shared.id, "carrier queue full: dropping the carrier");
+                    shared.close(CloseReason::Overflow);
+                    Offer::CarrierDropped
+                }
+            },
+            Err(TrySendError::Closed(_)) => {
+                shared.close(CloseReason::SinkError("the writer task ended".into()));
+                Offer::Gone
+            }
+        }
+    }
+
+    /// Records that a channel holds this carrier, so closing removes it
+    /// there. Returns false if the carrier is already closed.
+    pub(crate) fn join(&self, channel: Weak<dyn Membership>) -> bool {
+        {
+            let mut memberships = lock(&self.shared.memberships);
+            let known = memberships
+                .iter()
+                .any(|m| std::ptr::addr_eq(m.as_ptr(), channel.as_ptr()));
+            if !known {
+                memberships.retain(|m| m.strong_count() > 0);
+                memberships.push(channel);
+            }
+        }
+        // A close racing with the join above may have missed this channel.
+        !self.shared.flag.is_set()
+    }
+}
+
+impl<R: Runtime> Shared<R> {
+    fn close(&self, reason: CloseReason) {
+        if !self.flag.set(reason) {
+            return;
+        }
+        let memberships = std::mem::take(&mut *lock(&self.memberships));
+        for channel in memberships.iter().filter_map(Weak::upgrade) {
+            channel.forget(self.id);
+        }
+    }
+}
+
+async fn pump<R, S>(
+    shared: Weak<Shared<R>>,
+    flag: Arc<CloseFlag>,
+    mut rx: R::Receiver<Frame>,
+    mut sink: S,
+    runtime: R,
+    close_timeout: Duration,
+) where
+    R: Runtime,
+    S: Sink<Frame> + Send + Unpin + 'static,
+    S::Error: fmt::Display,
+{
+    let failure = loop {
+        let frame = match future::select(rx.next(), flag.wait_pump()).await {
+            Either::Left((Some(frame), _)) => frame,
+            // Every handle is gone (queue drained) or the carrier was closed.
+            Either::Left((None, _)) | Either::Right(_) => break None,
+        };
+        // Write what is already queued before one flush: fewer syscalls
+        // under bursts, same latency when idle.
+        let write = async {
+            sink.feed(frame).await?;
+            while let Some(Some(frame)) = rx.next().now_or_never() {
+                sink.feed(frame).await?;
+            }
+            sink.flush().await
+        };
+        match future::select(pin!(write), flag.wait_pump()).await {
+            Either::Left((Ok(()), _)) => {}
+            Either::Left((Err(error), _)) => break Some(CloseReason::SinkError(error.to_string())),
+            Either::Right(_) => break None,
+        }
+    };
+    if let Some(reason) = failure {
+        tracing::debug!(%reason, "carrier sink failed");
+        match shared.upgrade() {
+            Some(shared) => shared.close(reason),
+            None => {
+                flag.set(reason);
+            }
+        }
+    }
+    // Bounded: a peer that stopped reading must not keep this task alive.
+    let _ = future::select(sink.close(), pin!(runtime.sleep(close_timeout))).await;
+}

@@ -1,0 +1,565 @@
+//! Channels: named publish/subscribe of events to carriers.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use futures::channel::oneshot;
+use futures::future::{self, Either, Shared};
+use futures::{FutureExt, StreamExt};
+use serde::Serialize;
+
+use crate::backend::{Backend, Event, EventStream};
+use crate::carrier::{Carrier, CarrierId, Membership, Offer};
+use crate::envelope::{Envelope, TBoneEnvelope};
+use crate::error::{ChannelError, PublishError, SubscribeError};
+use crate::memory::MemoryBackend;
+use crate::payload::{Payload, DEFAULT_MAX_PAYLOAD};
+use crate::registry;
+use crate::runtime::Runtime;
+use crate::subscriptions::Subscriptions;
+
+/// Default limit on event names, in bytes.
+pub const DEFAULT_MAX_EVENT_NAME: usize = 256;
+
+/// Options for opening a channel. The options of the call that creates a
+/// channel win: opening an existing channel by name returns it unchanged.
+///
+/// ```
+/// use tbone_dispatch::testing::ManualRuntime;
+/// use tbone_dispatch::{ChannelBuilder, MemoryBackend, TBoneEnvelope};
+///
+/// let runtime = ManualRuntime::new();
+/// let channel = ChannelBuilder::new("doc-builder")
+///     .envelope(TBoneEnvelope)
+///     .max_payload_bytes(64 * 1024)
+///     .open(runtime, MemoryBackend::new)
+///     .unwrap();
+/// assert_eq!(channel.name(), "doc-builder");
+/// ```
+pub struct ChannelBuilder {
+    name: String,
+    envelope: Arc<dyn Envelope>,
+    max_event_name: usize,
+    max_payload: usize,
+}
+
+impl fmt::Debug for ChannelBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelBuilder")
+            .field("name", &self.name)
+            .field("max_event_name", &self.max_event_name)
+            .field("max_payload", &self.max_payload)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelBuilder {
+    /// Options for the channel called `name`, all at their defaults.
+    pub fn new(name: impl Into<String>) -> Self {
+        ChannelBuilder {
+            name: name.into(),
+            envelope: Arc::new(TBoneEnvelope),
+            max_event_name: DEFAULT_MAX_EVENT_NAME,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+
+    /// The envelope that turns events into frames (default
+    /// [`TBoneEnvelope`]).
+    pub fn envelope(mut self, envelope: impl Envelope) -> Self {
+        self.envelope = Arc::new(envelope);
+        self
+    }
+
+    /// Longest accepted event name in bytes (default 256).
+    pub fn max_event_name_bytes(mut self, max: usize) -> Self {
+        self.max_event_name = max;
+        self
+    }
+
+    /// Largest accepted event data, encoded, in bytes (default 1 MiB).
+    pub fn max_payload_bytes(mut self, max: usize) -> Self {
+        self.max_payload = max;
+        self
+    }
+
+    /// Returns the channel called `name` of this backend and runtime type,
+    /// creating it (with `backend`, called only then) if this process has
+    /// none. Fails if a channel of that name exists with another backend or
+    /// runtime type.
+    pub fn open<B: Backend, R: Runtime>(
+        self,
+        runtime: R,
+        backend: impl FnOnce(&R) -> B,
+    ) -> Result<Channel<B, R>, ChannelError> {
+        let ChannelBuilder {
+            name,
+            envelope,
+            max_event_name,
+            max_payload,
+        } = self;
+        let type_name = std::any::type_name::<Channel<B, R>>();
+        let inner = registry::get_or_create(&name, type_name, || {
+            let backend = backend(&runtime);
+            Arc::new_cyclic(|me| Inner {
+                name: Arc::from(name.as_str()),
+                backend,
+                runtime,
+                envelope,
+                max_event_name,
+                max_payload,
+                me: me.clone(),
+                subscriptions: Mutex::new(Subscriptions::new()),
+                stats: Counters::default(),
+                consumer: Mutex::new(Consumer::Idle),
+                warned_idle: AtomicBool::new(false),
+            })
+        })?;
+        Ok(Channel { inner })
+    }
+}
+
+/// Counters of one channel instance, read with [`Channel::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChannelStats {
+    /// Events this instance handed to its backend successfully.
+    pub published: u64,
+    /// Events the consumer received from the backend.
+    pub received: u64,
+    /// Frames the envelope encoded (at most one per received event).
+    pub encoded: u64,
+    /// Frames put into carrier queues.
+    pub queued: u64,
+    /// Received events that had no local subscriber.
+    pub unrouted: u64,
+    /// Frames skipped for a full carrier under `OverflowPolicy::DropFrame`.
+    pub frames_dropped: u64,
+    /// Carriers closed because their queue overflowed.
+    pub carriers_dropped: u64,
+    /// Closed carriers found during delivery and removed.
+    pub carriers_removed: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    encoded: AtomicU64,
+    queued: AtomicU64,
+    unrouted: AtomicU64,
+    frames_dropped: AtomicU64,
+    carriers_dropped: AtomicU64,
+    carriers_removed: AtomicU64,
+}
+
+enum Consumer {
+    Idle,
+    Running {
+        stop: oneshot::Sender<()>,
+        done: Shared<oneshot::Receiver<()>>,
+    },
+    Stopped {
+        done: Option<Shared<oneshot::Receiver<()>>>,
+    },
+}
+
+struct Inner<B: Backend, R: Runtime> {
+    name: Arc<str>,
+    backend: B,
+    runtime: R,
+    envelope: Arc<dyn Envelope>,
+    max_event_name: usize,
+    max_payload: usize,
+    me: Weak<Inner<B, R>>,
+    subscriptions: Mutex<Subscriptions<Carrier<R>>>,
+    stats: Counters,
+    consumer: Mutex<Consumer>,
+    warned_idle: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only table operations and state swaps run under channel locks; none
+    // can leave them half-done.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A named publish/subscribe hub that delivers events to carriers: the
+/// spec's `Channel`.
+///
+/// Channels are singletons by name within a process: opening `pubsub` twice
+/// returns the same instance, so any component can open the channel it needs
+/// instead of having it injected. The backend `B` decides how events travel
+/// ([`MemoryBackend`] in process, `MongoBackend` across instances, or your
+/// own [`Backend`]); `R` is the runtime. The runtime crates export aliases,
+/// e.g. `tbone_dispatch_tokio::MemoryChannel`.
+///
+/// The life of an event: [`publish`](Channel::publish) validates and
+/// encodes the data as JSON once and hands it to the backend; the channel's
+/// consumer (started by [`kickoff`](Channel::kickoff)) receives it, encodes
+/// the frame once with the channel's [`Envelope`], and puts the shared frame
+/// into the queue of each carrier subscribed to that event. Publishing never
+/// waits for a carrier.
+///
+/// ```
+/// use futures::StreamExt;
+/// use tbone_dispatch::testing::ManualRuntime;
+/// use tbone_dispatch::{Carrier, CarrierConfig, ChannelBuilder, Frame, MemoryBackend};
+///
+/// let runtime = ManualRuntime::new();
+/// let channel = ChannelBuilder::new("doc-channel").open(runtime.clone(), MemoryBackend::new).unwrap();
+///
+/// let (socket, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+/// let carrier = Carrier::new(&runtime, socket, CarrierConfig::default()).unwrap();
+/// channel.subscribe("resource_create", &carrier).unwrap();
+/// channel.kickoff().unwrap();
+///
+/// runtime.run(channel.publish("resource_create", &serde_json::json!({"id": 1}))).unwrap().unwrap();
+/// let frame = runtime.run(client.next()).unwrap().unwrap();
+/// assert_eq!(
+///     frame.as_str(),
+///     r#"{"type":"event","payload":{"name":"resource_create","data":{"id":1}}}"#
+/// );
+/// ```
+pub struct Channel<B: Backend, R: Runtime> {
+    inner: Arc<Inner<B, R>>,
+}
+
+impl<B: Backend, R: Runtime> Clone for Channel<B, R> {
+    fn clone(&self) -> Self {
+        Channel {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B: Backend, R: Runtime> fmt::Debug for Channel<B, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("name", &self.inner.name)
+            .field("subscriptions", &self.subscription_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Backend, R: Runtime> PartialEq for Channel<B, R> {
+    /// Two handles are equal when they are the same channel instance.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl<R: Runtime + Default> Channel<MemoryBackend<R>, R> {
+    /// The in-memory channel called `name` (the spec's
+    /// `MemoryChannel(name=...)`), created with default options if needed.
+    pub fn named(name: &str) -> Result<Self, ChannelError> {
+        ChannelBuilder::new(name).open(R::default(), MemoryBackend::new)
+    }
+}
+
+impl<B: Backend, R: Runtime> Channel<B, R> {
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The channel's backend.
+    pub fn backend(&self) -> &B {
+        &self.inner.backend
+    }
+
+    /// Subscribes `carrier` to `event`: the spec's
+    /// `Channel.subscribe(event, subscriber)`. Returns false if it already
+    /// was. One carrier may be subscribed to many events of many channels.
+    pub fn subscribe(&self, event: &str, carrier: &Carrier<R>) -> Result<bool, SubscribeError> {
+        let inner = &self.inner;
+        if event.len() > inner.max_event_name {
+            return Err(SubscribeError::EventNameTooLong {
+                len: event.len(),
+                max: inner.max_event_name,
+            });
+        }
+        if matches!(*lock(&inner.consumer), Consumer::Stopped { .. }) {
+            return Err(SubscribeError::Stopped {
+                channel: inner.name.to_string(),
+            });
+        }
+        let closed = |carrier: &Carrier<R>| SubscribeError::CarrierClosed {
+            carrier: carrier.id(),
+            reason: carrier
+                .close_reason()
+                .unwrap_or(crate::CloseReason::Closed),
+        };
+        if carrier.is_closed() {
+            return Err(closed(carrier));
+        }
+        let added = lock(&inner.subscriptions).subscribe(event, carrier.id(), carrier.clone());
+        let membership: Weak<dyn Membership> = inner.me.clone();
+        if !carrier.join(membership) {
+            lock(&inner.subscriptions).remove_carrier(carrier.id());
+            return Err(closed(carrier));
+        }
+        Ok(added)
+    }
+
+    /// Unsubscribes `carrier` from `event`. Returns whether it was
+    /// subscribed. Carriers are matched by identity, so this works with any
+    /// clone of the carrier that was subscribed.
+    pub fn unsubscribe(&self, event: &str, carrier: &Carrier<R>) -> bool {
+        lock(&self.inner.subscriptions).unsubscribe(event, carrier.id())
+    }
+
+    /// Removes `carrier` from every event of this channel (what a websocket
+    /// handler does on close; [`Carrier::close`] does it for every channel).
+    /// Returns how many subscriptions it had here.
+    pub fn unsubscribe_all(&self, carrier: &Carrier<R>) -> usize {
+        lock(&self.inner.subscriptions).remove_carrier(carrier.id())
+    }
+
+    /// How many carriers are subscribed to `event`.
+    pub fn subscriber_count(&self, event: &str) -> usize {
+        lock(&self.inner.subscriptions).subscribers(event).len()
+    }
+
+    /// Total (event, carrier) subscriptions of this channel.
+    pub fn subscription_count(&self) -> usize {
+        lock(&self.inner.subscriptions).subscription_count()
+    }
+
+    /// Distinct carriers subscribed to at least one event.
+    pub fn carrier_count(&self) -> usize {
+        lock(&self.inner.subscriptions).carrier_count()
+    }
+
+    /// The channel's counters.
+    pub fn stats(&self) -> ChannelStats {
+        let c = &self.inner.stats;
+        let read = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        ChannelStats {
+            published: read(&c.published),
+            received: read(&c.received),
+            encoded: read(&c.encoded),
+            queued: read(&c.queued),
+            unrouted: read(&c.unrouted),
+            frames_dropped: read(&c.frames_dropped),
+            carriers_dropped: read(&c.carriers_dropped),
+            carriers_removed: read(&c.carriers_removed),
+        }
+    }
+
+    /// Publishes event `event` with `data` to every subscriber, on every
+    /// instance sharing the backend: the spec's `Channel.publish(key, data)`.
+    ///
+    /// `data` is anything [`Serialize`]; pass `&()` for TBone's `data=None`
+    /// (it becomes `null`). The data is validated and encoded here, before
+    /// anything is sent: NaN, non-string map keys, excessive depth or size
+    /// make this return [`PublishError::Payload`] and nothing is published.
+    /// The returned future resolves once the backend has accepted the event.
+    pub fn publish<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send + '_ {
+        let prepared = self.prepare(event, data);
+        async move { self.publish_event(prepared?).await }
+    }
+
+    /// Publishes an already encoded event (for example one relayed from
+    /// elsewhere). See [`Channel::publish`].
+    pub async fn publish_event(&self, event: Event) -> Result<(), PublishError> {
+        let inner = &self.inner;
+        let stopped = |event: &Event| PublishError::Stopped {
+            channel: inner.name.to_string(),
+            event: event.key().to_string(),
+        };
+        match &*lock(&inner.consumer) {
+            Consumer::Stopped { .. } => return Err(stopped(&event)),
+            Consumer::Idle if !inner.warned_idle.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(channel = %inner.name, "publishing to a channel that was not kicked off: events wait until kickoff()");
+            }
+            _ => {}
+        }
+        let key = event.key().to_string();
+        match inner.backend.publish(event).await {
+            Ok(()) => {
+                inner.stats.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(crate::BackendError::Closed) => Err(PublishError::Stopped {
+                channel: inner.name.to_string(),
+                event: key,
+            }),
+            Err(source) => Err(PublishError::Backend {
+                channel: inner.name.to_string(),
+                event: key,
+                source,
+            }),
+        }
+    }
+
+    fn prepare<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<Event, PublishError> {
+        if event.len() > self.inner.max_event_name {
+            return Err(PublishError::EventNameTooLong {
+                len: event.len(),
+                max: self.inner.max_event_name,
+            });
+        }
+        let data = Payload::encode_with_limit(data, self.inner.max_payload).map_err(|source| {
+            PublishError::Payload {
+                event: event.to_string(),
+                source,
+            }
+        })?;
+        Ok(Event::new(event, data))
+    }
+
+    /// Starts consuming the backend's events and delivering them to local
+    /// subscribers: the spec's `kickoff`. Idempotent while running. The
+    /// consumer runs on the channel's runtime until [`Channel::stop`].
+    pub fn kickoff(&self) -> Result<(), ChannelError> {
+        let inner = &self.inner;
+        let mut consumer = lock(&inner.consumer);
+        match &*consumer {
+            Consumer::Running { .. } => return Ok(()),
+            Consumer::Stopped { .. } => {
+                return Err(ChannelError::Stopped {
+                    name: inner.name.to_string(),
+                })
+            }
+            Consumer::Idle => {}
+        }
+        let events = inner
+            .backend
+            .consume()
+            .map_err(|source| ChannelError::Backend {
+                name: inner.name.to_string(),
+                source,
+            })?;
+        let (stop, stopped) = oneshot::channel();
+        let (finished, done) = oneshot::channel();
+        inner
+            .runtime
+            .spawn(consume(inner.clone(), events, stopped, finished))?;
+        *consumer = Consumer::Running {
+            stop,
+            done: done.shared(),
+        };
+        Ok(())
+    }
+
+    /// Stops the channel cleanly: events already accepted by the backend and
+    /// waiting in it locally are delivered, the consumer task ends, the
+    /// backend is closed, every subscription is dropped (carriers stay open:
+    /// they may serve other channels) and the name is freed, so opening it
+    /// again creates a new channel. Later publishes and subscribes on this
+    /// instance fail with a `Stopped` error. Resolves when the consumer has
+    /// ended.
+    pub fn stop(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = self.inner.clone();
+        let done = {
+            let mut consumer = lock(&inner.consumer);
+            match std::mem::replace(&mut *consumer, Consumer::Stopped { done: None }) {
+                Consumer::Running { stop, done } => {
+                    let _ = stop.send(());
+                    *consumer = Consumer::Stopped {
+                        done: Some(done.clone()),
+                    };
+                    Some(done)
+                }
+                Consumer::Stopped { done } => {
+                    *consumer = Consumer::Stopped { done: done.clone() };
+                    done
+                }
+                Consumer::Idle => None,
+            }
+        };
+        registry::remove(&inner.name, &inner);
+        async move {
+            if let Some(done) = done {
+                let _ = done.await;
+            }
+            lock(&inner.subscriptions).clear();
+        }
+    }
+
+    /// Whether the channel was stopped.
+    pub fn is_stopped(&self) -> bool {
+        matches!(*lock(&self.inner.consumer), Consumer::Stopped { .. })
+    }
+}
+
+impl<B: Backend, R: Runtime> Inner<B, R> {
+    fn deliver(&self, event: &Event) {
+        let stats = &self.stats;
+        stats.received.fetch_add(1, Ordering::Relaxed);
+        let targets = lock(&self.subscriptions).subscribers(event.key());
+        if targets.is_empty() {
+            stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let frame = self.envelope.encode(event.key(), event.data());
+        stats.encoded.fetch_add(1, Ordering::Relaxed);
+        let (mut queued, mut frames_dropped, mut carriers_dropped) = (0, 0, 0);
+        let mut gone: Vec<CarrierId> = Vec::new();
+        for (id, carrier) in targets.iter() {
+            match carrier.offer(frame.clone()) {
+                Offer::Queued => queued += 1,
+                Offer::FrameDropped => frames_dropped += 1,
+                Offer::CarrierDropped => carriers_dropped += 1,
+                Offer::Gone => gone.push(*id),
+            }
+        }
+        stats.queued.fetch_add(queued, Ordering::Relaxed);
+        if frames_dropped > 0 {
+            stats.frames_dropped.fetch_add(frames_dropped, Ordering::Relaxed);
+        }
+        if carriers_dropped > 0 {
+            tracing::info!(channel = %self.name, carriers = carriers_dropped, "dropped slow carriers whose queue was full");
+            stats.carriers_dropped.fetch_add(carriers_dropped, Ordering::Relaxed);
+        }
+        if !gone.is_empty() {
+            let mut subscriptions = lock(&self.subscriptions);
+            for id in &gone {
+                subscriptions.remove_carrier(*id);
+            }
+            stats
+                .carriers_removed
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<B: Backend, R: Runtime> Membership for Inner<B, R> {
+    fn forget(&self, id: CarrierId) {
+        lock(&self.subscriptions).remove_carrier(id);
+    }
+}
+
+async fn consume<B: Backend, R: Runtime>(
+    inner: Arc<Inner<B, R>>,
+    mut events: EventStream,
+    mut stop: oneshot::Receiver<()>,
+    finished: oneshot::Sender<()>,
+) {
+    loop {
+        match future::select(events.next(), &mut stop).await {
+            Either::Left((Some(event), _)) => inner.deliver(&event),
+            Either::Left((None, _)) => {
+                tracing::debug!(channel = %inner.name, "backend event stream ended");
+                break;
+            }
+            Either::Right(_) => {
+                // Events the backend already accepted are delivered, not lost.
+                while let Some(Some(event)) = events.next().now_or_never() {
+                    inner.deliver(&event);
+                }
+                break;
+            }
+        }
+    }
+    drop(events);
+    inner.backend.close().await;
+    let _ = finished.send(());
+}

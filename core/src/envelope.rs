@@ -1,0 +1,123 @@
+//! Envelopes: how an event becomes the frame a client receives.
+
+use std::fmt::Write as _;
+
+use crate::{Frame, Payload};
+
+/// Turns one event (its name and its JSON data) into the frame every
+/// subscriber of that event receives.
+///
+/// A channel calls its envelope **once per event**, and only when the event
+/// has at least one local subscriber; the resulting [`Frame`] is shared by
+/// all of them. The default is [`TBoneEnvelope`], TBone's wire format. Supply
+/// another one with [`ChannelBuilder::envelope`](crate::ChannelBuilder::envelope)
+/// to speak a different protocol.
+///
+/// ```
+/// use tbone_dispatch::{Envelope, Frame, Payload};
+///
+/// /// Frames as `<event> <data>` lines, for a line-oriented client.
+/// struct Lines;
+///
+/// impl Envelope for Lines {
+///     fn encode(&self, event: &str, data: &Payload) -> Frame {
+///         Frame::from(format!("{event} {data}"))
+///     }
+/// }
+///
+/// let frame = Lines.encode("ping", &Payload::encode(&1).unwrap());
+/// assert_eq!(frame.as_str(), "ping 1");
+/// ```
+pub trait Envelope: Send + Sync + 'static {
+    /// Encodes one event. `data` is already valid JSON text.
+    fn encode(&self, event: &str, data: &Payload) -> Frame;
+}
+
+/// TBone's frame, byte for byte:
+/// `{"type":"event","payload":{"name":"<event>","data":<data>}}`.
+///
+/// ```
+/// use tbone_dispatch::{Envelope, Payload, TBoneEnvelope};
+///
+/// let data = Payload::encode(&serde_json::json!({"id": 1})).unwrap();
+/// let frame = TBoneEnvelope.encode("resource_create", &data);
+/// assert_eq!(
+///     frame.as_str(),
+///     r#"{"type":"event","payload":{"name":"resource_create","data":{"id":1}}}"#
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TBoneEnvelope;
+
+const HEAD: &str = r#"{"type":"event","payload":{"name":"#;
+const MIDDLE: &str = r#","data":"#;
+const TAIL: &str = "}}";
+
+impl Envelope for TBoneEnvelope {
+    fn encode(&self, event: &str, data: &Payload) -> Frame {
+        let mut out = String::with_capacity(
+            HEAD.len() + event.len() + 2 + MIDDLE.len() + data.len() + TAIL.len(),
+        );
+        out.push_str(HEAD);
+        push_json_string(&mut out, event);
+        out.push_str(MIDDLE);
+        out.push_str(data.as_str());
+        out.push_str(TAIL);
+        Frame::from(out)
+    }
+}
+
+/// Appends `text` as a JSON string literal (quotes included), escaping as
+/// `serde_json` does.
+pub fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, byte) in text.bytes().enumerate() {
+        let escape = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if escape.is_empty() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_are_escaped_like_serde_json() {
+        for name in ["plain", "quo\"te", "back\\slash", "new\nline", "\u{1}ctl", "ünï €", ""] {
+            let mut ours = String::new();
+            push_json_string(&mut ours, name);
+            assert_eq!(ours, serde_json::to_string(name).unwrap());
+        }
+    }
+
+    #[test]
+    fn default_frame_is_tbone_byte_for_byte() {
+        let frame = TBoneEnvelope.encode("resource_update", &Payload::null());
+        assert_eq!(
+            frame.as_str(),
+            r#"{"type":"event","payload":{"name":"resource_update","data":null}}"#
+        );
+        let parsed: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        assert_eq!(parsed["payload"]["name"], "resource_update");
+    }
+}

@@ -1,0 +1,109 @@
+//! Errors of channels.
+
+use crate::{BackendError, CarrierId, CloseReason, PayloadError, SpawnError};
+
+/// A channel could not be opened, started or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// A channel with this name exists with another backend or runtime.
+    #[error("channel `{name}` already exists as `{existing}`, so it cannot be opened as `{requested}`: channels are singletons by name; pick another name or open it with the same backend")]
+    BackendMismatch {
+        /// The channel's name.
+        name: String,
+        /// The type of the existing channel.
+        existing: &'static str,
+        /// The type that was asked for.
+        requested: &'static str,
+    },
+    /// The channel was stopped; open it again by name to get a new one.
+    #[error("channel `{name}` is stopped; open it again by name to get a new instance")]
+    Stopped {
+        /// The channel's name.
+        name: String,
+    },
+    /// The backend failed to start consuming.
+    #[error("channel `{name}`: the backend could not start consuming: {source}")]
+    Backend {
+        /// The channel's name.
+        name: String,
+        /// What the backend said.
+        #[source]
+        source: BackendError,
+    },
+    /// The runtime could not spawn the consumer task.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+/// An event was not published. Nothing was sent to anyone.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event name is longer than the channel allows.
+    #[error("event name is {len} bytes long, over the limit of {max}; use a shorter name")]
+    EventNameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The channel's limit.
+        max: usize,
+    },
+    /// The data cannot be represented as JSON.
+    #[error("cannot publish event `{event}`: {source}")]
+    Payload {
+        /// The event's name.
+        event: String,
+        /// Why the data was refused.
+        #[source]
+        source: PayloadError,
+    },
+    /// The channel was stopped.
+    #[error("cannot publish event `{event}`: channel `{channel}` is stopped")]
+    Stopped {
+        /// The channel's name.
+        channel: String,
+        /// The event's name.
+        event: String,
+    },
+    /// The backend did not accept the event (for Mongo: the write was not
+    /// acknowledged).
+    #[error("channel `{channel}` could not publish event `{event}`: {source}")]
+    Backend {
+        /// The channel's name.
+        channel: String,
+        /// The event's name.
+        event: String,
+        /// What the backend said.
+        #[source]
+        source: BackendError,
+    },
+}
+
+/// A carrier could not be subscribed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// The event name is longer than the channel allows.
+    #[error("event name is {len} bytes long, over the limit of {max}; use a shorter name")]
+    EventNameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The channel's limit.
+        max: usize,
+    },
+    /// The channel was stopped.
+    #[error("channel `{channel}` is stopped; open it again by name to get a new instance")]
+    Stopped {
+        /// The channel's name.
+        channel: String,
+    },
+    /// The carrier is closed (its socket died or it was dropped for
+    /// overflow); make a new carrier for a new connection.
+    #[error("{carrier} is closed ({reason}); create a new carrier")]
+    CarrierClosed {
+        /// The carrier.
+        carrier: CarrierId,
+        /// Why it closed.
+        reason: CloseReason,
+    },
+}

@@ -1,0 +1,39 @@
+//! The aliases every runtime crate exports, written once.
+
+/// Declares, in a runtime crate, the aliases that fix the core's generic
+/// types to that crate's runtime (`Channel<B>`, `MemoryChannel`, `Carrier`)
+/// and the `spawn` function used for fire-and-forget sends.
+///
+/// Runtime crates call it once at their root: one definition, three runtimes.
+#[macro_export]
+macro_rules! export_runtime {
+    ($runtime:ident) => {
+        /// A channel over backend `B` on this crate's runtime.
+        pub type Channel<B> = $crate::Channel<B, $runtime>;
+
+        /// The in-process channel (the spec's `MemoryChannel`) on this
+        /// crate's runtime. Open one with `MemoryChannel::named("pubsub")`.
+        pub type MemoryChannel = $crate::Channel<$crate::MemoryBackend<$runtime>, $runtime>;
+
+        /// A carrier on this crate's runtime. Wrap any
+        /// `Sink<Frame>` with `Carrier::from_sink(sink)`.
+        pub type Carrier = $crate::Carrier<$runtime>;
+
+        /// Runs `future` in the background and forgets its output: TBone's
+        /// `asyncio.ensure_future(signal.send(...))`, for firing a signal
+        /// without awaiting its receivers.
+        ///
+        /// ```ignore
+        /// spawn(POST_SAVE.send(Sender::of::<Entry>(), args))?;
+        /// ```
+        pub fn spawn<F>(future: F) -> ::std::result::Result<(), $crate::SpawnError>
+        where
+            F: ::std::future::Future + Send + 'static,
+            F::Output: Send + 'static,
+        {
+            $crate::Runtime::spawn(&<$runtime as ::std::default::Default>::default(), async move {
+                let _ = future.await;
+            })
+        }
+    };
+}

@@ -1,0 +1,90 @@
+//! Signals, channels and carriers for real-time Rust backends: TBone's
+//! `dispatch` module as a sans-IO core.
+//!
+//! This crate holds every rule of dispatch and performs no IO: it needs no
+//! executor, reactor or socket. Applications use it through a runtime crate
+//! (`tbone-dispatch-tokio`, `tbone-dispatch-async-std`,
+//! `tbone-dispatch-smol`), each of which re-exports this whole API; tests
+//! can drive it by hand with [`testing::ManualRuntime`].
+//!
+//! - **Signals** ([`Signal`]): in-process publish/subscribe with typed
+//!   arguments and responses, as in Django and TBone.
+//! - **Channels** ([`Channel`]): named, process-wide hubs that deliver events
+//!   to subscribed carriers through a [`Backend`] (in memory, MongoDB, or
+//!   your own), encoding each event once.
+//! - **Carriers** ([`Carrier`]): a bounded queue in front of any
+//!   [`futures::Sink`] of [`Frame`]s (a websocket, an SSE stream), which
+//!   never slows the publisher and cleans itself up when its client goes.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tbone_dispatch::testing::ManualRuntime;
+//! use tbone_dispatch::{Carrier, CarrierConfig, ChannelBuilder, Frame, MemoryBackend, Sender, Senders, Signal};
+//!
+//! struct Entry;
+//! struct Saved {
+//!     id: u32,
+//! }
+//! static POST_SAVE: Signal<Saved> = Signal::new();
+//!
+//! let runtime = ManualRuntime::new();
+//! let channel = ChannelBuilder::new("lib-doc").open(runtime.clone(), MemoryBackend::new).unwrap();
+//! channel.kickoff().unwrap();
+//!
+//! // A receiver turns the signal into a channel event.
+//! let pubsub = channel.clone();
+//! POST_SAVE.connect_async(
+//!     move |_sender, saved| {
+//!         let pubsub = pubsub.clone();
+//!         async move {
+//!             pubsub.publish("resource_create", &serde_json::json!({"id": saved.id})).await.unwrap();
+//!         }
+//!     },
+//!     Sender::of::<Entry>(),
+//! );
+//!
+//! // A "browser": any Sink<Frame> wrapped in a carrier.
+//! let (socket, mut browser) = futures::channel::mpsc::unbounded::<Frame>();
+//! let carrier = Carrier::new(&runtime, socket, CarrierConfig::default()).unwrap();
+//! channel.subscribe("resource_create", &carrier).unwrap();
+//!
+//! runtime.run(POST_SAVE.send(Sender::of::<Entry>(), Saved { id: 7 })).unwrap();
+//! let frame = runtime.run(browser.next()).unwrap().unwrap();
+//! assert_eq!(frame.as_str(), r#"{"type":"event","payload":{"name":"resource_create","data":{"id":7}}}"#);
+//! ```
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backend;
+mod carrier;
+mod channel;
+mod envelope;
+mod error;
+mod export;
+mod frame;
+mod memory;
+mod payload;
+pub mod queue;
+mod registry;
+mod runtime;
+mod signal;
+mod subscriptions;
+pub mod testing;
+
+pub use backend::{Backend, BackendError, Event, EventStream};
+pub use carrier::{Carrier, CarrierConfig, CarrierId, CloseReason, OverflowPolicy};
+pub use channel::{Channel, ChannelBuilder, ChannelStats, DEFAULT_MAX_EVENT_NAME};
+pub use envelope::{push_json_string, Envelope, TBoneEnvelope};
+pub use error::{ChannelError, PublishError, SubscribeError};
+pub use frame::Frame;
+pub use memory::{MemoryBackend, DEFAULT_MEMORY_CAPACITY};
+pub use payload::{Payload, PayloadError, DEFAULT_MAX_PAYLOAD, MAX_DEPTH};
+pub use runtime::{QueueSender, Runtime, SpawnError, TrySendError};
+pub use signal::{
+    Connection, ConnectionGuard, Receiver, ReceiverError, ReceiverKey, Sender, Senders, Signal,
+};
+pub use subscriptions::Subscriptions;
+
+/// Re-exported so users of the runtime crates need no direct dependency.
+pub use futures;
+pub use serde_json;

@@ -1,0 +1,256 @@
+//! A portable bounded queue, for runtimes that have none of their own.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use futures::Stream;
+
+use crate::runtime::{QueueSender, TrySendError};
+
+/// Creates a bounded multi-producer, single-consumer queue holding at most
+/// `capacity` items (a capacity of 0 is taken as 1).
+///
+/// It needs no executor or reactor, so the async-std and smol runtimes and
+/// [`ManualRuntime`](crate::testing::ManualRuntime) share it.
+///
+/// ```
+/// use futures::StreamExt;
+/// use tbone_dispatch::{queue, QueueSender, TrySendError};
+///
+/// let (tx, mut rx) = queue::bounded(1);
+/// tx.try_send(1).unwrap();
+/// assert_eq!(tx.try_send(2), Err(TrySendError::Full(2)));
+/// assert_eq!(futures::executor::block_on(rx.next()), Some(1));
+/// drop(tx);
+/// assert_eq!(futures::executor::block_on(rx.next()), None);
+/// ```
+pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            capacity: capacity.max(1),
+            senders: 1,
+            receiver_alive: true,
+            receiver_waker: None,
+            sender_wakers: Vec::new(),
+        }),
+    });
+    (
+        Sender {
+            shared: shared.clone(),
+        },
+        Receiver { shared },
+    )
+}
+
+struct Shared<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    capacity: usize,
+    senders: usize,
+    receiver_alive: bool,
+    receiver_waker: Option<Waker>,
+    sender_wakers: Vec<Waker>,
+}
+
+impl<T> Shared<T> {
+    // The queue's invariants hold between statements, so a panic elsewhere
+    // while the lock was held leaves nothing half-done: ignore poisoning.
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The sending half of [`bounded`]. Cloning adds a sender.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The receiving half of [`bounded`], a [`Stream`] of the items.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Sender<T> {
+    fn poll_send(&self, cx: &mut Context<'_>, item: &mut Option<T>) -> Poll<Result<(), T>> {
+        let mut state = self.shared.lock();
+        let Some(value) = item.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        if !state.receiver_alive {
+            return Poll::Ready(Err(value));
+        }
+        if state.items.len() < state.capacity {
+            state.items.push_back(value);
+            let waker = state.receiver_waker.take();
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        *item = Some(value);
+        if !state.sender_wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.sender_wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: Send + 'static> QueueSender<T> for Sender<T> {
+    fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+        let mut state = self.shared.lock();
+        if !state.receiver_alive {
+            return Err(TrySendError::Closed(item));
+        }
+        if state.items.len() >= state.capacity {
+            return Err(TrySendError::Full(item));
+        }
+        state.items.push_back(item);
+        let waker = state.receiver_waker.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
+    }
+
+    fn send(&self, item: T) -> impl Future<Output = Result<(), T>> + Send {
+        SendFuture {
+            sender: self,
+            item: Some(item),
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        !self.shared.lock().receiver_alive
+    }
+}
+
+struct SendFuture<'a, T> {
+    sender: &'a Sender<T>,
+    item: Option<T>,
+}
+
+impl<T> Unpin for SendFuture<'_, T> {}
+
+impl<T> Future for SendFuture<'_, T> {
+    type Output = Result<(), T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.sender.poll_send(cx, &mut this.item)
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Sender {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.senders -= 1;
+        if state.senders == 0 {
+            let waker = state.receiver_waker.take();
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl<T> Stream for Receiver<T> {
+    type Item = T;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut state = self.shared.lock();
+        if let Some(item) = state.items.pop_front() {
+            // Wake every waiting sender: one that was woken and then dropped
+            // its send must not leave the others asleep.
+            let wakers = std::mem::take(&mut state.sender_wakers);
+            drop(state);
+            for waker in wakers {
+                waker.wake();
+            }
+            return Poll::Ready(Some(item));
+        }
+        if state.senders == 0 {
+            return Poll::Ready(None);
+        }
+        state.receiver_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.receiver_alive = false;
+        let items = std::mem::take(&mut state.items);
+        let wakers = std::mem::take(&mut state.sender_wakers);
+        drop(state);
+        drop(items);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("queue::Sender").finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("queue::Receiver").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::{FutureExt, StreamExt};
+
+    #[test]
+    fn send_waits_for_room_and_fails_when_receiver_is_gone() {
+        let (tx, mut rx) = bounded(1);
+        tx.try_send(1).unwrap();
+        let mut waiting = Box::pin(tx.send(2));
+        assert!(waiting.as_mut().now_or_never().is_none());
+        assert_eq!(rx.next().now_or_never(), Some(Some(1)));
+        assert_eq!(waiting.now_or_never(), Some(Ok(())));
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.try_send(3), Err(TrySendError::Closed(3)));
+        assert_eq!(tx.send(4).now_or_never(), Some(Err(4)));
+    }
+
+    #[test]
+    fn receiver_ends_after_last_sender_and_drain() {
+        let (tx, mut rx) = bounded(4);
+        let tx2 = tx.clone();
+        tx.try_send(1).unwrap();
+        drop(tx);
+        tx2.try_send(2).unwrap();
+        drop(tx2);
+        assert_eq!(rx.next().now_or_never(), Some(Some(1)));
+        assert_eq!(rx.next().now_or_never(), Some(Some(2)));
+        assert_eq!(rx.next().now_or_never(), Some(None));
+    }
+}

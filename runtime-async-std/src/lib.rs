@@ -1,0 +1,40 @@
+//! [tbone-dispatch] on async-std: signals, channels and carriers for
+//! real-time web backends.
+//!
+//! async-std is deprecated upstream in favour of smol (see
+//! `tbone-dispatch-smol`); this crate is kept working for applications that
+//! still run on it. It re-exports the whole core API with its runtime fixed
+//! to [`AsyncStd`], so `use tbone_dispatch_async_std::*` is all you need.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tbone_dispatch_async_std::{Carrier, Frame, MemoryChannel};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! async_std::task::block_on(async {
+//!     let pubsub = MemoryChannel::named("async-std-quickstart")?;
+//!     pubsub.kickoff()?;
+//!
+//!     let (socket, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+//!     let carrier = Carrier::from_sink(socket)?;
+//!     pubsub.subscribe("resource_create", &carrier)?;
+//!
+//!     pubsub.publish("resource_create", &serde_json::json!({"id": 1})).await?;
+//!     let frame = client.next().await.unwrap();
+//!     assert_eq!(frame.as_str(), r#"{"type":"event","payload":{"name":"resource_create","data":{"id":1}}}"#);
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! [tbone-dispatch]: tbone_dispatch
+
+mod runtime;
+
+pub use runtime::AsyncStd;
+pub use tbone_dispatch::*;
+
+/// The core crate, for its generic types (`dispatch::Channel<B, R>`).
+pub use tbone_dispatch as dispatch;
+
+tbone_dispatch::export_runtime!(AsyncStd);

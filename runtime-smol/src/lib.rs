@@ -1,0 +1,39 @@
+//! [tbone-dispatch] on smol: signals, channels and carriers for real-time
+//! web backends.
+//!
+//! This crate re-exports the whole core API with its runtime fixed to
+//! [`Smol`] (smol's global executor), so `use tbone_dispatch_smol::*` is all
+//! you need.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tbone_dispatch_smol::{Carrier, Frame, MemoryChannel};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let pubsub = MemoryChannel::named("smol-quickstart")?;
+//!     pubsub.kickoff()?;
+//!
+//!     let (socket, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+//!     let carrier = Carrier::from_sink(socket)?;
+//!     pubsub.subscribe("resource_create", &carrier)?;
+//!
+//!     pubsub.publish("resource_create", &serde_json::json!({"id": 1})).await?;
+//!     let frame = client.next().await.unwrap();
+//!     assert_eq!(frame.as_str(), r#"{"type":"event","payload":{"name":"resource_create","data":{"id":1}}}"#);
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! [tbone-dispatch]: tbone_dispatch
+
+mod runtime;
+
+pub use runtime::Smol;
+pub use tbone_dispatch::*;
+
+/// The core crate, for its generic types (`dispatch::Channel<B, R>`).
+pub use tbone_dispatch as dispatch;
+
+tbone_dispatch::export_runtime!(Smol);

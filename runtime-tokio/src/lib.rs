@@ -1,0 +1,38 @@
+//! [tbone-dispatch] on tokio: signals, channels and carriers for real-time
+//! web backends.
+//!
+//! This crate re-exports the whole core API and fixes its runtime to
+//! [`Tokio`], so `use tbone_dispatch_tokio::*` is all an application needs.
+//!
+//! ```
+//! use futures::StreamExt;
+//! use tbone_dispatch_tokio::{Carrier, Frame, MemoryChannel};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let pubsub = MemoryChannel::named("tokio-quickstart")?;
+//! pubsub.kickoff()?;
+//!
+//! // A carrier over any Sink<Frame>: here a channel standing in for a socket.
+//! let (socket, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+//! let carrier = Carrier::from_sink(socket)?;
+//! pubsub.subscribe("resource_create", &carrier)?;
+//!
+//! pubsub.publish("resource_create", &serde_json::json!({"id": 1})).await?;
+//! let frame = client.next().await.unwrap();
+//! assert_eq!(frame.as_str(), r#"{"type":"event","payload":{"name":"resource_create","data":{"id":1}}}"#);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [tbone-dispatch]: tbone_dispatch
+
+mod runtime;
+
+pub use runtime::{Tokio, TokioReceiver, TokioSender};
+pub use tbone_dispatch::*;
+
+/// The core crate, for its generic types (`dispatch::Channel<B, R>`).
+pub use tbone_dispatch as dispatch;
+
+tbone_dispatch::export_runtime!(Tokio);
