@@ -288,9 +288,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         }
         let closed = |carrier: &Carrier<R>| SubscribeError::CarrierClosed {
             carrier: carrier.id(),
-            reason: carrier
-                .close_reason()
-                .unwrap_or(crate::CloseReason::Closed),
+            reason: carrier.close_reason().unwrap_or(crate::CloseReason::Closed),
         };
         if carrier.is_closed() {
             return Err(closed(carrier));
@@ -513,11 +511,15 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         }
         stats.queued.fetch_add(queued, Ordering::Relaxed);
         if frames_dropped > 0 {
-            stats.frames_dropped.fetch_add(frames_dropped, Ordering::Relaxed);
+            stats
+                .frames_dropped
+                .fetch_add(frames_dropped, Ordering::Relaxed);
         }
         if carriers_dropped > 0 {
             tracing::info!(channel = %self.name, carriers = carriers_dropped, "dropped slow carriers whose queue was full");
-            stats.carriers_dropped.fetch_add(carriers_dropped, Ordering::Relaxed);
+            stats
+                .carriers_dropped
+                .fetch_add(carriers_dropped, Ordering::Relaxed);
         }
         if !gone.is_empty() {
             let mut subscriptions = lock(&self.subscriptions);

@@ -103,7 +103,15 @@ mod tests {
 
     #[test]
     fn event_names_are_escaped_like_serde_json() {
-        for name in ["plain", "quo\"te", "back\\slash", "new\nline", "\u{1}ctl", "ünï €", ""] {
+        for name in [
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "new\nline",
+            "\u{1}ctl",
+            "ünï €",
+            "",
+        ] {
             let mut ours = String::new();
             push_json_string(&mut ours, name);
             assert_eq!(ours, serde_json::to_string(name).unwrap());

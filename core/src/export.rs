@@ -31,9 +31,12 @@ macro_rules! export_runtime {
             F: ::std::future::Future + Send + 'static,
             F::Output: Send + 'static,
         {
-            $crate::Runtime::spawn(&<$runtime as ::std::default::Default>::default(), async move {
-                let _ = future.await;
-            })
+            $crate::Runtime::spawn(
+                &<$runtime as ::std::default::Default>::default(),
+                async move {
+                    let _ = future.await;
+                },
+            )
         }
     };
 }

@@ -536,10 +536,22 @@ mod tests {
 
     #[test]
     fn refuses_non_finite_floats_anywhere() {
-        assert!(matches!(Payload::encode(&f64::NAN), Err(PayloadError::NonFinite)));
-        assert!(matches!(Payload::encode(&f32::INFINITY), Err(PayloadError::NonFinite)));
-        assert!(matches!(Payload::encode(&vec![1.0, f64::NEG_INFINITY]), Err(PayloadError::NonFinite)));
-        assert!(matches!(Payload::encode(&Some(f64::NAN)), Err(PayloadError::NonFinite)));
+        assert!(matches!(
+            Payload::encode(&f64::NAN),
+            Err(PayloadError::NonFinite)
+        ));
+        assert!(matches!(
+            Payload::encode(&f32::INFINITY),
+            Err(PayloadError::NonFinite)
+        ));
+        assert!(matches!(
+            Payload::encode(&vec![1.0, f64::NEG_INFINITY]),
+            Err(PayloadError::NonFinite)
+        ));
+        assert!(matches!(
+            Payload::encode(&Some(f64::NAN)),
+            Err(PayloadError::NonFinite)
+        ));
         let mut m = HashMap::new();
         m.insert("k", vec![Some(f64::NAN)]);
         assert!(matches!(Payload::encode(&m), Err(PayloadError::NonFinite)));
@@ -562,7 +574,10 @@ mod tests {
         for _ in 0..MAX_DEPTH + 1 {
             v = serde_json::Value::Array(vec![v]);
         }
-        assert!(matches!(Payload::encode(&v), Err(PayloadError::TooDeep { .. })));
+        assert!(matches!(
+            Payload::encode(&v),
+            Err(PayloadError::TooDeep { .. })
+        ));
         let big = "x".repeat(100);
         assert!(matches!(
             Payload::encode_with_limit(&big, 50),
@@ -587,8 +602,14 @@ mod tests {
         assert!(Payload::from_json("1 2").is_err());
         assert!(Payload::from_json("").is_err());
         let deep = "[".repeat(200) + &"]".repeat(200);
-        assert!(matches!(Payload::from_json(&deep), Err(PayloadError::TooDeep { .. })));
-        assert!(matches!(Payload::from_json_with_limit("[1,2,3]", 3), Err(PayloadError::TooLarge { .. })));
+        assert!(matches!(
+            Payload::from_json(&deep),
+            Err(PayloadError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            Payload::from_json_with_limit("[1,2,3]", 3),
+            Err(PayloadError::TooLarge { .. })
+        ));
         let brackets_in_strings = format!("[\"{}\\\"\"]", "[".repeat(300));
         assert!(Payload::from_json(&brackets_in_strings).is_ok());
     }

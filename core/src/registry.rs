@@ -80,9 +80,9 @@ pub(crate) fn get_or_create<T: Any + Send + Sync>(
 /// Forgets `name` if it still refers to `channel`.
 pub(crate) fn remove<T: Any + Send + Sync>(name: &str, channel: &Arc<T>) {
     let mut registry = table();
-    let same = registry.get(name).is_some_and(|r| {
-        std::ptr::addr_eq(Arc::as_ptr(&r.channel), Arc::as_ptr(channel))
-    });
+    let same = registry
+        .get(name)
+        .is_some_and(|r| std::ptr::addr_eq(Arc::as_ptr(&r.channel), Arc::as_ptr(channel)));
     if same {
         registry.remove(name);
     }

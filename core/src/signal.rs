@@ -616,7 +616,6 @@ impl<A, R> Disconnect for Table<A, R> {
 /// Dropping a `Connection` leaves the receiver connected (most receivers
 /// live as long as the program). Turn it into a [`ConnectionGuard`] to
 /// disconnect on drop, the Rust form of TBone's weakly held receivers.
-#[must_use = "a Connection does nothing unless you disconnect it or turn it into a guard; use `let _ =` to keep the receiver connected for good"]
 pub struct Connection {
     key: ReceiverKey,
     senders: Senders,

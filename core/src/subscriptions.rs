@@ -175,7 +175,13 @@ mod tests {
         t.subscribe("e", b, 2);
         t.unsubscribe("e", a);
         assert_eq!(snap.iter().map(|(_, c)| *c).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(t.subscribers("e").iter().map(|(_, c)| *c).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(
+            t.subscribers("e")
+                .iter()
+                .map(|(_, c)| *c)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
     }
 
     #[test]
@@ -187,7 +193,10 @@ mod tests {
                 assert!(t.subscribe(&format!("ev{e}"), *id, i));
             }
         }
-        assert_eq!(t.subscription_count(), (0..50).map(|i| i % 5 + 1).sum::<usize>());
+        assert_eq!(
+            t.subscription_count(),
+            (0..50).map(|i| i % 5 + 1).sum::<usize>()
+        );
         for (i, id) in ids.iter().enumerate() {
             if i % 2 == 0 {
                 assert_eq!(t.remove_carrier(*id), i % 5 + 1);

@@ -210,7 +210,10 @@ impl Runtime for ManualRuntime {
         })
     }
 
-    fn bounded<T: Send + 'static>(&self, capacity: usize) -> (queue::Sender<T>, queue::Receiver<T>) {
+    fn bounded<T: Send + 'static>(
+        &self,
+        capacity: usize,
+    ) -> (queue::Sender<T>, queue::Receiver<T>) {
         queue::bounded(capacity)
     }
 }

@@ -35,7 +35,10 @@ impl Runtime for AsyncStd {
         async_std::task::sleep(duration)
     }
 
-    fn bounded<T: Send + 'static>(&self, capacity: usize) -> (queue::Sender<T>, queue::Receiver<T>) {
+    fn bounded<T: Send + 'static>(
+        &self,
+        capacity: usize,
+    ) -> (queue::Sender<T>, queue::Receiver<T>) {
         queue::bounded(capacity)
     }
 }

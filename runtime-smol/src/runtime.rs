@@ -37,7 +37,10 @@ impl Runtime for Smol {
         }
     }
 
-    fn bounded<T: Send + 'static>(&self, capacity: usize) -> (queue::Sender<T>, queue::Receiver<T>) {
+    fn bounded<T: Send + 'static>(
+        &self,
+        capacity: usize,
+    ) -> (queue::Sender<T>, queue::Receiver<T>) {
         queue::bounded(capacity)
     }
 }

@@ -1,0 +1,318 @@
+//! Channel and carrier rules, stepped by hand with `ManualRuntime`: no
+//! executor, no threads, no IO.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::{Sink, StreamExt};
+use tbone_dispatch::testing::ManualRuntime;
+use tbone_dispatch::{
+    Carrier, CarrierConfig, Channel, ChannelBuilder, ChannelError, CloseReason, Envelope, Frame,
+    MemoryBackend, OverflowPolicy, Payload, PublishError, SubscribeError, TBoneEnvelope,
+};
+
+type Memory = Channel<MemoryBackend<ManualRuntime>, ManualRuntime>;
+
+fn channel(runtime: &ManualRuntime, name: &str) -> Memory {
+    let channel = ChannelBuilder::new(format!("core-tests-{name}"))
+        .open(runtime.clone(), MemoryBackend::new)
+        .unwrap();
+    channel.kickoff().unwrap();
+    channel
+}
+
+fn client(
+    runtime: &ManualRuntime,
+    config: CarrierConfig,
+) -> (Carrier<ManualRuntime>, mpsc::UnboundedReceiver<Frame>) {
+    let (sink, frames) = mpsc::unbounded();
+    (Carrier::new(runtime, sink, config).unwrap(), frames)
+}
+
+fn drain(runtime: &ManualRuntime, frames: &mut mpsc::UnboundedReceiver<Frame>) -> Vec<String> {
+    runtime.run_until_stalled();
+    let mut out = Vec::new();
+    while let Ok(frame) = frames.try_recv() {
+        out.push(frame.as_str().to_string());
+    }
+    out
+}
+
+/// A sink that accepts nothing, ever: a client that stopped reading.
+struct Stalled;
+
+impl Sink<Frame> for Stalled {
+    type Error = std::io::Error;
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Pending
+    }
+    fn start_send(self: Pin<&mut Self>, _: Frame) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Pending
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Pending
+    }
+}
+
+#[test]
+fn delivers_the_exact_tbone_frame_to_subscribers_of_the_key_only() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "exact");
+    let (create, mut create_frames) = client(&rt, CarrierConfig::default());
+    let (delete, mut delete_frames) = client(&rt, CarrierConfig::default());
+    ch.subscribe("resource_create", &create).unwrap();
+    ch.subscribe("resource_delete", &delete).unwrap();
+
+    rt.run(ch.publish(
+        "resource_create",
+        &serde_json::json!({"id": 1, "text": "hi"}),
+    ))
+    .unwrap()
+    .unwrap();
+    rt.run(ch.publish("resource_create", &())).unwrap().unwrap();
+    assert_eq!(
+        drain(&rt, &mut create_frames),
+        vec![
+            r#"{"type":"event","payload":{"name":"resource_create","data":{"id":1,"text":"hi"}}}"#,
+            r#"{"type":"event","payload":{"name":"resource_create","data":null}}"#,
+        ]
+    );
+    assert!(drain(&rt, &mut delete_frames).is_empty());
+}
+
+#[test]
+fn invalid_data_is_an_error_and_nothing_is_sent() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "invalid");
+    let (carrier, mut frames) = client(&rt, CarrierConfig::default());
+    ch.subscribe("e", &carrier).unwrap();
+
+    let nan = rt.run(ch.publish("e", &f64::NAN)).unwrap();
+    assert!(matches!(nan, Err(PublishError::Payload { .. })), "{nan:?}");
+    let mut tuple_keys = BTreeMap::new();
+    tuple_keys.insert((1, 2), 3);
+    let keys = rt.run(ch.publish("e", &tuple_keys)).unwrap();
+    assert!(
+        matches!(keys, Err(PublishError::Payload { .. })),
+        "{keys:?}"
+    );
+    let long = "x".repeat(10_000);
+    assert!(matches!(
+        rt.run(ch.publish(&long, &1)).unwrap(),
+        Err(PublishError::EventNameTooLong { .. })
+    ));
+    assert!(drain(&rt, &mut frames).is_empty());
+    assert_eq!(ch.stats().published, 0);
+}
+
+struct Counting(Arc<AtomicUsize>);
+
+impl Envelope for Counting {
+    fn encode(&self, event: &str, data: &Payload) -> Frame {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        TBoneEnvelope.encode(event, data)
+    }
+}
+
+#[test]
+fn each_event_is_encoded_once_and_its_bytes_shared() {
+    let rt = ManualRuntime::new();
+    let encodes = Arc::new(AtomicUsize::new(0));
+    let ch = ChannelBuilder::new("core-tests-encode-once")
+        .envelope(Counting(encodes.clone()))
+        .open(rt.clone(), MemoryBackend::new)
+        .unwrap();
+    ch.kickoff().unwrap();
+    let mut clients: Vec<_> = (0..100)
+        .map(|_| client(&rt, CarrierConfig::default()))
+        .collect();
+    for (carrier, _) in &clients {
+        ch.subscribe("e", carrier).unwrap();
+    }
+    rt.run(ch.publish("e", &[1, 2, 3])).unwrap().unwrap();
+    rt.run(ch.publish("nobody-listens", &1)).unwrap().unwrap();
+    rt.run_until_stalled();
+    assert_eq!(encodes.load(Ordering::SeqCst), 1);
+
+    let pointers: Vec<*const u8> = clients
+        .iter_mut()
+        .map(|(_, frames)| frames.try_recv().unwrap().as_bytes().as_ptr())
+        .collect();
+    assert!(pointers.windows(2).all(|w| w[0] == w[1]));
+    let stats = ch.stats();
+    assert_eq!((stats.encoded, stats.queued, stats.unrouted), (1, 100, 1));
+}
+
+#[test]
+fn a_slow_carrier_is_dropped_without_delaying_the_others() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "slow");
+    let slow = Carrier::new(&rt, Stalled, CarrierConfig::default().capacity(4)).unwrap();
+    let (fast, mut fast_frames) = client(&rt, CarrierConfig::default().capacity(4));
+    ch.subscribe("tick", &slow).unwrap();
+    ch.subscribe("tock", &slow).unwrap();
+    ch.subscribe("tick", &fast).unwrap();
+
+    for i in 0..50 {
+        // Every publish completes at once: no carrier can hold it up.
+        rt.run(ch.publish("tick", &i)).unwrap().unwrap();
+        assert_eq!(drain(&rt, &mut fast_frames).len(), 1);
+    }
+    assert_eq!(slow.close_reason(), Some(CloseReason::Overflow));
+    assert_eq!(ch.stats().carriers_dropped, 1);
+    assert_eq!(
+        ch.subscription_count(),
+        1,
+        "the slow carrier left every event"
+    );
+    // The stalled sink's close is abandoned after the close timeout.
+    rt.advance(Duration::from_secs(2));
+    assert_eq!(
+        rt.task_count(),
+        2,
+        "only the consumer and the fast writer remain"
+    );
+}
+
+#[test]
+fn drop_frame_policy_keeps_the_carrier_and_counts() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "drop-frame");
+    let slow = Carrier::new(
+        &rt,
+        Stalled,
+        CarrierConfig::default()
+            .capacity(2)
+            .overflow(OverflowPolicy::DropFrame),
+    )
+    .unwrap();
+    ch.subscribe("e", &slow).unwrap();
+    for i in 0..10 {
+        rt.run(ch.publish("e", &i)).unwrap().unwrap();
+        rt.run_until_stalled();
+    }
+    assert!(!slow.is_closed());
+    assert_eq!(ch.subscriber_count("e"), 1);
+    // One frame is in the stalled sink's hands, two wait in the queue.
+    assert_eq!(slow.frames_dropped(), 7);
+    assert_eq!(ch.stats().frames_dropped, 7);
+}
+
+#[test]
+fn a_carrier_whose_client_is_gone_leaves_every_channel() {
+    let rt = ManualRuntime::new();
+    let a = channel(&rt, "dead-a");
+    let b = channel(&rt, "dead-b");
+    let (carrier, frames) = client(&rt, CarrierConfig::default());
+    a.subscribe("x", &carrier).unwrap();
+    a.subscribe("y", &carrier).unwrap();
+    b.subscribe("x", &carrier).unwrap();
+    drop(frames); // the socket died
+
+    rt.run(a.publish("x", &1)).unwrap().unwrap();
+    rt.run_until_stalled();
+    assert!(matches!(
+        carrier.close_reason(),
+        Some(CloseReason::SinkError(_))
+    ));
+    assert_eq!(a.subscription_count(), 0);
+    assert_eq!(b.subscription_count(), 0);
+    assert!(matches!(
+        a.subscribe("x", &carrier),
+        Err(SubscribeError::CarrierClosed { .. })
+    ));
+}
+
+#[test]
+fn unsubscribe_matches_any_clone_of_the_carrier() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "unsubscribe");
+    let (carrier, mut frames) = client(&rt, CarrierConfig::default());
+    assert!(ch.subscribe("e", &carrier).unwrap());
+    assert!(!ch.subscribe("e", &carrier.clone()).unwrap());
+    assert!(ch.unsubscribe("e", &carrier.clone()));
+    rt.run(ch.publish("e", &1)).unwrap().unwrap();
+    assert!(drain(&rt, &mut frames).is_empty());
+    assert_eq!(ch.subscription_count(), 0);
+}
+
+#[test]
+fn singletons_by_name_and_backend_type() {
+    let rt = ManualRuntime::new();
+    let first = channel(&rt, "singleton");
+    let again: Memory = ChannelBuilder::new("core-tests-singleton")
+        .open(rt.clone(), MemoryBackend::new)
+        .unwrap();
+    assert!(first == again);
+
+    struct Other;
+    impl tbone_dispatch::Backend for Other {
+        async fn publish(
+            &self,
+            _: tbone_dispatch::Event,
+        ) -> Result<(), tbone_dispatch::BackendError> {
+            Ok(())
+        }
+        fn consume(&self) -> Result<tbone_dispatch::EventStream, tbone_dispatch::BackendError> {
+            Ok(futures::stream::empty().boxed())
+        }
+    }
+    let clash = ChannelBuilder::new("core-tests-singleton").open(rt.clone(), |_| Other);
+    assert!(matches!(clash, Err(ChannelError::BackendMismatch { .. })));
+}
+
+#[test]
+fn stop_delivers_accepted_events_then_refuses_new_ones() {
+    let rt = ManualRuntime::new();
+    let ch = ChannelBuilder::new("core-tests-stop")
+        .open(rt.clone(), MemoryBackend::new)
+        .unwrap();
+    let (carrier, mut frames) = client(&rt, CarrierConfig::default());
+    ch.subscribe("e", &carrier).unwrap();
+    // Published before kickoff: waits in the backend, delivered after it.
+    rt.run(ch.publish("e", &1)).unwrap().unwrap();
+    ch.kickoff().unwrap();
+    ch.kickoff().unwrap();
+    rt.run(ch.publish("e", &2)).unwrap().unwrap();
+    rt.run(ch.stop()).unwrap();
+    assert_eq!(drain(&rt, &mut frames).len(), 2);
+    assert!(matches!(
+        rt.run(ch.publish("e", &3)).unwrap(),
+        Err(PublishError::Stopped { .. })
+    ));
+    assert!(matches!(
+        ch.subscribe("e", &carrier),
+        Err(SubscribeError::Stopped { .. })
+    ));
+    assert!(matches!(ch.kickoff(), Err(ChannelError::Stopped { .. })));
+
+    let fresh: Memory = ChannelBuilder::new("core-tests-stop")
+        .open(rt.clone(), MemoryBackend::new)
+        .unwrap();
+    assert!(fresh != ch);
+    assert_eq!(rt.task_count(), 1, "only the carrier's writer remains");
+}
+
+#[test]
+fn dropping_every_handle_ends_the_writer_after_flushing() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "drop-handles");
+    let (carrier, mut frames) = client(&rt, CarrierConfig::default());
+    ch.subscribe("e", &carrier).unwrap();
+    rt.run(ch.publish("e", &1)).unwrap().unwrap();
+    rt.run_until_stalled();
+    ch.unsubscribe_all(&carrier);
+    drop(carrier);
+    assert_eq!(drain(&rt, &mut frames).len(), 1);
+    assert_eq!(rt.run(frames.next()), Some(None), "the sink was closed");
+}
