@@ -153,16 +153,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl CloseFlag {
-    fn set(&self, reason: CloseReason) -> bool {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return false;
-        }
+    /// First half of closing: from now on the carrier refuses frames and
+    /// joins. Returns false if it was already closed.
+    fn mark(&self) -> bool {
+        !self.closed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Second half: publish the reason and wake the writer and every
+    /// `closed()` waiter. Done last, so that a waiter never observes the
+    /// carrier still subscribed somewhere.
+    fn announce(&self, reason: CloseReason) {
         *lock(&self.reason) = Some(reason);
         self.pump.wake();
-        for waker in std::mem::take(&mut *lock(&self.waiters)) {
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        for waker in waiters {
             waker.wake();
         }
-        true
     }
 
     fn is_set(&self) -> bool {
@@ -225,13 +231,18 @@ pub(crate) enum Offer {
 /// ```
 /// use futures::StreamExt;
 /// use tbone_dispatch::testing::ManualRuntime;
-/// use tbone_dispatch::{Carrier, CarrierConfig, Frame};
+/// use tbone_dispatch::{Carrier, CarrierConfig, CloseReason, Frame};
 ///
 /// let runtime = ManualRuntime::new();
-/// // Any Sink<Frame> works: here the sending half of a futures channel.
-/// let (sink, mut received) = futures::channel::mpsc::unbounded::<Frame>();
-/// let carrier = Carrier::new(&runtime, sink, CarrierConfig::default()).unwrap();
-/// # let _ = &carrier;
+/// // Any Sink<Frame> works: here the sending half of a futures channel
+/// // stands in for a websocket.
+/// let (socket, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+/// let carrier = Carrier::new(&runtime, socket, CarrierConfig::default().capacity(64)).unwrap();
+///
+/// carrier.close();
+/// assert_eq!(runtime.run(carrier.closed()), Some(CloseReason::Closed));
+/// // Closing the carrier closed its sink: the client sees the end.
+/// assert_eq!(runtime.run(client.next()), Some(None));
 /// ```
 pub struct Carrier<R: Runtime> {
     shared: Arc<Shared<R>>,
@@ -399,13 +410,14 @@ impl<R: Runtime> Carrier<R> {
 
 impl<R: Runtime> Shared<R> {
     fn close(&self, reason: CloseReason) {
-        if !self.flag.set(reason) {
+        if !self.flag.mark() {
             return;
         }
         let memberships = std::mem::take(&mut *lock(&self.memberships));
         for channel in memberships.iter().filter_map(Weak::upgrade) {
             channel.forget(self.id);
         }
+        self.flag.announce(reason);
     }
 }
 
@@ -447,7 +459,9 @@ async fn pump<R, S>(
         match shared.upgrade() {
             Some(shared) => shared.close(reason),
             None => {
-                flag.set(reason);
+                if flag.mark() {
+                    flag.announce(reason);
+                }
             }
         }
     }

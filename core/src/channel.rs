@@ -553,10 +553,7 @@ async fn consume<B: Backend, R: Runtime>(
                 break;
             }
             Either::Right(_) => {
-                // Events the backend already accepted are delivered, not lost.
-                while let Some(Some(event)) = events.next().now_or_never() {
-                    inner.deliver(&event);
-                }
+                drain(&inner, &mut events).await;
                 break;
             }
         }
@@ -564,4 +561,40 @@ async fn consume<B: Backend, R: Runtime>(
     drop(events);
     inner.backend.close().await;
     let _ = finished.send(());
+}
+
+/// Delivers the events the backend already holds, so that stopping loses
+/// nothing that was accepted. A stream may report `Pending` while it still
+/// holds items (tokio's cooperative budget does), so an empty poll is
+/// trusted only after yielding to the executor once.
+async fn drain<B: Backend, R: Runtime>(inner: &Inner<B, R>, events: &mut EventStream) {
+    let mut yielded = false;
+    loop {
+        match events.next().now_or_never() {
+            Some(Some(event)) => {
+                inner.deliver(&event);
+                yielded = false;
+            }
+            Some(None) => return,
+            None if !yielded => {
+                yield_now().await;
+                yielded = true;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Returns `Pending` once after waking itself: lets the executor run (and
+/// reset any budget) before the caller looks again.
+fn yield_now() -> impl Future<Output = ()> {
+    let mut yielded = false;
+    future::poll_fn(move |cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
 }

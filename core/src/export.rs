@@ -7,7 +7,7 @@
 /// Runtime crates call it once at their root: one definition, three runtimes.
 #[macro_export]
 macro_rules! export_runtime {
-    ($runtime:ident) => {
+    ($runtime:ident, $krate:ident) => {
         /// A channel over backend `B` on this crate's runtime.
         pub type Channel<B> = $crate::Channel<B, $runtime>;
 
@@ -22,10 +22,19 @@ macro_rules! export_runtime {
         /// Runs `future` in the background and forgets its output: TBone's
         /// `asyncio.ensure_future(signal.send(...))`, for firing a signal
         /// without awaiting its receivers.
-        ///
-        /// ```ignore
-        /// spawn(POST_SAVE.send(Sender::of::<Entry>(), args))?;
-        /// ```
+        #[doc = concat!(
+                    "```no_run\n",
+                    "use ", stringify!($krate), "::{spawn, Sender, Signal, SpawnError};\n",
+                    "\n",
+                    "struct Entry;\n",
+                    "static POST_SAVE: Signal<u32> = Signal::new();\n",
+                    "\n",
+                    "fn on_saved(id: u32) -> Result<(), SpawnError> {\n",
+                    "    // Returns at once; the receivers run in the background.\n",
+                    "    spawn(POST_SAVE.send(Sender::of::<Entry>(), id))\n",
+                    "}\n",
+                    "```"
+                )]
         pub fn spawn<F>(future: F) -> ::std::result::Result<(), $crate::SpawnError>
         where
             F: ::std::future::Future + Send + 'static,

@@ -69,6 +69,7 @@ mod registry;
 mod runtime;
 mod signal;
 mod subscriptions;
+pub mod tailing;
 pub mod testing;
 
 pub use backend::{Backend, BackendError, Event, EventStream};

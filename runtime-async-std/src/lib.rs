@@ -37,4 +37,4 @@ pub use tbone_dispatch::*;
 /// The core crate, for its generic types (`dispatch::Channel<B, R>`).
 pub use tbone_dispatch as dispatch;
 
-tbone_dispatch::export_runtime!(AsyncStd);
+tbone_dispatch::export_runtime!(AsyncStd, tbone_dispatch_async_std);

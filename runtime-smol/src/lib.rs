@@ -36,4 +36,4 @@ pub use tbone_dispatch::*;
 /// The core crate, for its generic types (`dispatch::Channel<B, R>`).
 pub use tbone_dispatch as dispatch;
 
-tbone_dispatch::export_runtime!(Smol);
+tbone_dispatch::export_runtime!(Smol, tbone_dispatch_smol);

@@ -35,4 +35,4 @@ pub use tbone_dispatch::*;
 /// The core crate, for its generic types (`dispatch::Channel<B, R>`).
 pub use tbone_dispatch as dispatch;
 
-tbone_dispatch::export_runtime!(Tokio);
+tbone_dispatch::export_runtime!(Tokio, tbone_dispatch_tokio);

@@ -1,1 +1,374 @@
-//! Shared helpers for the conformance suite.
+//! The conformance suite: every rule of dispatch, written once as a generic
+//! async function over [`TestRuntime`], and run unchanged on tokio,
+//! async-std and smol by the test files in `tests/tests/`, each of which is
+//! one line:
+//!
+//! ```text
+//! use tbone_dispatch_tests::Tokio;
+//! tbone_dispatch_tests::conformance_suite!(Tokio);
+//! ```
+//!
+//! Waits are bounded ([`within`], [`eventually`]) and fail the test with a
+//! message naming what never happened; no test uses a sleep as an
+//! assertion of timing.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use futures::future::{self, Either};
+use futures::{Sink, StreamExt};
+use tbone_dispatch::{
+    Carrier, CarrierConfig, Channel, ChannelError, Frame, MemoryBackend, Runtime, SpawnError,
+};
+
+pub mod backends;
+pub mod carriers;
+pub mod channels;
+pub mod signals;
+pub mod support;
+
+pub use tbone_dispatch_async_std::AsyncStd;
+pub use tbone_dispatch_smol::Smol;
+pub use tbone_dispatch_tokio::Tokio;
+
+/// The in-memory channel on runtime `R` (each runtime crate's
+/// `MemoryChannel`).
+pub type Mem<R> = Channel<MemoryBackend<R>, R>;
+
+/// How long any single wait of the suite may take before the test fails.
+/// Generous: nothing in the suite should take more than a few milliseconds.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// What the suite needs from a runtime beyond the core's [`Runtime`]: a way
+/// to run a test body, a name (to keep channel names unique per runtime),
+/// and the items the runtime crate itself exports, so the suite also checks
+/// that those aliases behave like the generic core.
+pub trait TestRuntime: Runtime + Default {
+    /// Short name of the runtime, used in channel names.
+    fn name() -> &'static str;
+
+    /// Runs a test body to completion.
+    fn block_on<F: Future>(future: F) -> F::Output;
+
+    /// The runtime crate's exported `spawn` (fire-and-forget).
+    fn spawn_detached<F>(future: F) -> Result<(), SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static;
+
+    /// The runtime crate's `MemoryChannel::named`.
+    fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError>;
+
+    /// The runtime crate's `Carrier::from_sink`.
+    fn carrier_from_sink<S>(sink: S) -> Result<Carrier<Self>, SpawnError>
+    where
+        S: Sink<Frame> + Send + Unpin + 'static,
+        S::Error: fmt::Display;
+}
+
+impl TestRuntime for Tokio {
+    fn name() -> &'static str {
+        "tokio"
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        // A multi-thread runtime per test, so receivers and carriers really
+        // run in parallel with the test body.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("building a tokio runtime");
+        let output = runtime.block_on(future);
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        output
+    }
+
+    fn spawn_detached<F>(future: F) -> Result<(), SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tbone_dispatch_tokio::spawn(future)
+    }
+
+    fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError> {
+        tbone_dispatch_tokio::MemoryChannel::named(name)
+    }
+
+    fn carrier_from_sink<S>(sink: S) -> Result<Carrier<Self>, SpawnError>
+    where
+        S: Sink<Frame> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
+        tbone_dispatch_tokio::Carrier::from_sink(sink)
+    }
+}
+
+impl TestRuntime for AsyncStd {
+    fn name() -> &'static str {
+        "async-std"
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        async_std::task::block_on(future)
+    }
+
+    fn spawn_detached<F>(future: F) -> Result<(), SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tbone_dispatch_async_std::spawn(future)
+    }
+
+    fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError> {
+        tbone_dispatch_async_std::MemoryChannel::named(name)
+    }
+
+    fn carrier_from_sink<S>(sink: S) -> Result<Carrier<Self>, SpawnError>
+    where
+        S: Sink<Frame> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
+        tbone_dispatch_async_std::Carrier::from_sink(sink)
+    }
+}
+
+impl TestRuntime for Smol {
+    fn name() -> &'static str {
+        "smol"
+    }
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        smol::block_on(future)
+    }
+
+    fn spawn_detached<F>(future: F) -> Result<(), SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tbone_dispatch_smol::spawn(future)
+    }
+
+    fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError> {
+        tbone_dispatch_smol::MemoryChannel::named(name)
+    }
+
+    fn carrier_from_sink<S>(sink: S) -> Result<Carrier<Self>, SpawnError>
+    where
+        S: Sink<Frame> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
+        tbone_dispatch_smol::Carrier::from_sink(sink)
+    }
+}
+
+/// Awaits `future`, failing the test with a message naming `what` if it
+/// takes longer than `limit` on runtime `R`'s clock.
+pub async fn within<R: TestRuntime, F: Future>(
+    limit: Duration,
+    what: &str,
+    future: F,
+) -> F::Output {
+    let future = std::pin::pin!(future);
+    let timer = std::pin::pin!(R::default().sleep(limit));
+    match future::select(future, timer).await {
+        Either::Left((output, _)) => output,
+        Either::Right(_) => panic!(
+            "[{}] timed out after {limit:?} waiting for {what}",
+            R::name()
+        ),
+    }
+}
+
+/// [`within`] with the suite's generous default limit, [`WAIT`].
+pub async fn wait<R: TestRuntime, F: Future>(what: &str, future: F) -> F::Output {
+    within::<R, F>(WAIT, what, future).await
+}
+
+/// Polls `condition` (every millisecond, on `R`'s timer) until it holds,
+/// failing the test after [`WAIT`]. For state that another task changes.
+pub async fn eventually<R: TestRuntime>(what: &str, mut condition: impl FnMut() -> bool) {
+    let runtime = R::default();
+    wait::<R, _>(what, async {
+        while !condition() {
+            runtime.sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+}
+
+/// A channel name unique to this runtime and this test.
+pub fn unique_name<R: TestRuntime>(test: &str) -> String {
+    format!("conformance/{}/{test}", R::name())
+}
+
+/// A carrier over a futures unbounded channel (the test's "browser"), with
+/// `config`.
+pub fn new_carrier_with<R: TestRuntime>(
+    config: CarrierConfig,
+) -> (Carrier<R>, mpsc::UnboundedReceiver<Frame>) {
+    let (sink, client) = mpsc::unbounded::<Frame>();
+    let carrier = Carrier::new(&R::default(), sink, config).expect("spawning a carrier");
+    (carrier, client)
+}
+
+/// A carrier with the default configuration, and its client.
+pub fn new_carrier<R: TestRuntime>() -> (Carrier<R>, mpsc::UnboundedReceiver<Frame>) {
+    new_carrier_with::<R>(CarrierConfig::default())
+}
+
+/// The next frame a client receives, within [`WAIT`].
+pub async fn next_frame<R: TestRuntime>(
+    client: &mut mpsc::UnboundedReceiver<Frame>,
+    what: &str,
+) -> Frame {
+    match wait::<R, _>(what, client.next()).await {
+        Some(frame) => frame,
+        None => panic!(
+            "[{}] the carrier's sink was closed while waiting for {what}",
+            R::name()
+        ),
+    }
+}
+
+/// The next `n` frames a client receives, within [`WAIT`] in all.
+pub async fn next_frames<R: TestRuntime>(
+    client: &mut mpsc::UnboundedReceiver<Frame>,
+    n: usize,
+    what: &str,
+) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(n);
+    wait::<R, _>(what, async {
+        while frames.len() < n {
+            match client.next().await {
+                Some(frame) => frames.push(frame),
+                None => panic!(
+                    "[{}] the carrier's sink was closed after {} of {n} frames ({what})",
+                    R::name(),
+                    frames.len()
+                ),
+            }
+        }
+    })
+    .await;
+    frames
+}
+
+/// Whether the client has nothing waiting right now (without waiting).
+pub fn nothing_received(client: &mut mpsc::UnboundedReceiver<Frame>) -> bool {
+    client.try_recv().is_err()
+}
+
+/// A TBone frame, parsed: `(event name, data)`. Fails the test if the frame
+/// is not `{"type":"event","payload":{"name":..,"data":..}}`.
+pub fn parse_frame(frame: &Frame) -> (String, serde_json::Value) {
+    let value: serde_json::Value = serde_json::from_str(frame.as_str())
+        .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {frame}"));
+    assert_eq!(value["type"], "event", "frame type in {frame}");
+    let name = value["payload"]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("frame without payload.name: {frame}"))
+        .to_string();
+    (name, value["payload"]["data"].clone())
+}
+
+/// The event name of a TBone frame.
+pub fn frame_name(frame: &Frame) -> String {
+    parse_frame(frame).0
+}
+
+/// The data of a TBone frame.
+pub fn frame_data(frame: &Frame) -> serde_json::Value {
+    parse_frame(frame).1
+}
+
+/// Expands, in a test file, to one `#[test]` per rule of the suite, run on
+/// the given runtime type (which must implement [`TestRuntime`] and be in
+/// scope).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($runtime:ty) => {
+        $crate::__conformance_tests! {
+            $runtime;
+            signals {
+                static_signal_has_typed_args_and_responses,
+                connect_limited_to_sender_and_any_sender,
+                same_fn_item_connects_once,
+                closures_with_same_key_connect_once,
+                capturing_closures_without_key_are_distinct,
+                disconnect_by_key,
+                guard_disconnects_on_drop,
+                responses_in_connection_order_async_receivers_run_concurrently,
+                send_robust_isolates_panicking_receivers,
+                send_robust_timeout_abandons_stuck_receiver,
+                fire_and_forget_spawn_runs_receivers,
+                connect_and_disconnect_inside_receiver_affect_only_next_send,
+            }
+            channels {
+                channel_is_singleton_by_name,
+                same_name_with_other_backend_is_mismatch,
+                subscribe_unsubscribe_and_unsubscribe_all,
+                unsubscribe_with_clone_of_carrier,
+                one_carrier_receives_events_of_two_channels,
+                publish_accepts_any_serialize,
+                invalid_payload_is_refused_and_nothing_delivered,
+                default_frame_is_tbone_bytes,
+                custom_envelope_shapes_frames,
+                each_event_encoded_once_and_frame_bytes_shared,
+                events_without_subscribers_are_not_encoded,
+                delivery_does_not_touch_carriers_of_other_events,
+                kickoff_is_idempotent,
+                events_published_before_kickoff_are_delivered,
+                stop_delivers_events_accepted_before_stop,
+                stop_ends_channel_and_frees_its_name,
+            }
+            carriers {
+                sink_error_removes_carrier_from_every_channel,
+                dropped_client_removes_carrier_from_every_channel,
+                slow_carrier_is_dropped_without_slowing_others,
+                slow_carrier_with_drop_frame_stays_subscribed,
+                close_removes_carrier_from_every_channel,
+                closed_resolves_with_reason,
+                closed_wakes_after_carrier_left_every_channel,
+                dropping_last_handle_flushes_then_closes_sink,
+                delivery_order_is_publish_order,
+            }
+            backends {
+                custom_backend_delivers_to_carriers,
+                backend_publish_error_surfaces,
+                backend_consume_error_fails_kickoff,
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($runtime:ty; $($module:ident { $($test:ident),* $(,)? })*) => {
+        type __ConformanceRuntime = $runtime;
+        $(
+            mod $module {
+                $(
+                    #[test]
+                    fn $test() {
+                        <super::__ConformanceRuntime as $crate::TestRuntime>::block_on(
+                            $crate::$module::$test::<super::__ConformanceRuntime>(),
+                        );
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+/// The README's Rust examples, compiled and run as doc tests so the
+/// quickstarts a newcomer copies cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeExamples;
