@@ -23,18 +23,18 @@ macro_rules! export_runtime {
         /// `asyncio.ensure_future(signal.send(...))`, for firing a signal
         /// without awaiting its receivers.
         #[doc = concat!(
-                    "```no_run\n",
-                    "use ", stringify!($krate), "::{spawn, Sender, Signal, SpawnError};\n",
-                    "\n",
-                    "struct Entry;\n",
-                    "static POST_SAVE: Signal<u32> = Signal::new();\n",
-                    "\n",
-                    "fn on_saved(id: u32) -> Result<(), SpawnError> {\n",
-                    "    // Returns at once; the receivers run in the background.\n",
-                    "    spawn(POST_SAVE.send(Sender::of::<Entry>(), id))\n",
-                    "}\n",
-                    "```"
-                )]
+                            "```no_run\n",
+                            "use ", stringify!($krate), "::{spawn, Sender, Signal, SpawnError};\n",
+                            "\n",
+                            "struct Entry;\n",
+                            "static POST_SAVE: Signal<u32> = Signal::new();\n",
+                            "\n",
+                            "fn on_saved(id: u32) -> Result<(), SpawnError> {\n",
+                            "    // Returns at once; the receivers run in the background.\n",
+                            "    spawn(POST_SAVE.send(Sender::of::<Entry>(), id))\n",
+                            "}\n",
+                            "```"
+                        )]
         pub fn spawn<F>(future: F) -> ::std::result::Result<(), $crate::SpawnError>
         where
             F: ::std::future::Future + Send + 'static,

@@ -63,6 +63,7 @@ mod error;
 mod export;
 mod frame;
 mod memory;
+pub mod model;
 mod payload;
 pub mod queue;
 mod registry;

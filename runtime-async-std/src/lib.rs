@@ -38,3 +38,14 @@ pub use tbone_dispatch::*;
 pub use tbone_dispatch as dispatch;
 
 tbone_dispatch::export_runtime!(AsyncStd, tbone_dispatch_async_std);
+
+/// MongoChannel and the model helper (feature `mongo`): the implementation
+/// in `tbone-dispatch-tokio`, whose driver work runs on a background tokio
+/// runtime, so it works unchanged on this runtime.
+#[cfg(feature = "mongo")]
+pub use tbone_dispatch_tokio::mongo;
+
+/// A MongoDB-backed channel on this runtime (feature `mongo`); open one
+/// with [`mongo::open`].
+#[cfg(feature = "mongo")]
+pub type MongoChannel = tbone_dispatch::Channel<mongo::MongoBackend, AsyncStd>;

@@ -36,3 +36,11 @@ pub use tbone_dispatch::*;
 pub use tbone_dispatch as dispatch;
 
 tbone_dispatch::export_runtime!(Tokio, tbone_dispatch_tokio);
+
+#[cfg(feature = "mongo")]
+pub mod mongo;
+
+/// A MongoDB-backed channel on tokio (feature `mongo`); open one with
+/// [`mongo::open`].
+#[cfg(feature = "mongo")]
+pub type MongoChannel = tbone_dispatch::Channel<mongo::MongoBackend, Tokio>;

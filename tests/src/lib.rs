@@ -26,6 +26,7 @@ use tbone_dispatch::{
 pub mod backends;
 pub mod carriers;
 pub mod channels;
+pub mod mongo;
 pub mod signals;
 pub mod support;
 
@@ -165,6 +166,20 @@ impl TestRuntime for Smol {
     {
         tbone_dispatch_smol::Carrier::from_sink(sink)
     }
+}
+
+/// Sends the library's `tracing` output to the test's captured output,
+/// filtered by `RUST_LOG` (default: warnings). Called by every suite test.
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }
 
 /// Awaits `future`, failing the test with a message naming `what` if it
@@ -343,6 +358,14 @@ macro_rules! conformance_suite {
                 backend_publish_error_surfaces,
                 backend_consume_error_fails_kickoff,
             }
+            mongo {
+                two_instances_each_deliver_every_event_in_order,
+                stores_and_reads_tbone_documents,
+                malformed_documents_are_skipped_and_counted,
+                falling_behind_the_capped_collection_reports_one_gap,
+                model_writes_become_resource_events,
+                server_killed_and_restarted_loses_and_repeats_nothing,
+            }
         }
     };
 }
@@ -357,6 +380,7 @@ macro_rules! __conformance_tests {
                 $(
                     #[test]
                     fn $test() {
+                        $crate::init_logging();
                         <super::__ConformanceRuntime as $crate::TestRuntime>::block_on(
                             $crate::$module::$test::<super::__ConformanceRuntime>(),
                         );

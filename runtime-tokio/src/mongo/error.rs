@@ -1,0 +1,40 @@
+//! Errors of the MongoDB backend and model helper.
+
+use tbone_dispatch::{BackendError, PayloadError};
+
+/// What went wrong talking to MongoDB.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MongoError {
+    /// The driver reported an error.
+    #[error("{context}: {source}")]
+    Driver {
+        /// What we were doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: mongodb::error::Error,
+    },
+    /// The channel's collection exists but is not capped, so it cannot be
+    /// tailed.
+    #[error("collection `{collection}` exists but is not a capped collection; drop it or configure another collection name for the channel")]
+    NotCapped {
+        /// The collection.
+        collection: String,
+    },
+    /// A value could not be converted between JSON and BSON.
+    #[error("cannot convert the data: {0}")]
+    Data(String),
+    /// The data is not valid JSON for an event.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The tokio runtime that runs the driver is unavailable.
+    #[error("the MongoDB driver's runtime is unavailable: {0}")]
+    Runtime(String),
+}
+
+impl From<MongoError> for BackendError {
+    fn from(error: MongoError) -> Self {
+        BackendError::with_source("MongoDB", error)
+    }
+}

@@ -1,0 +1,283 @@
+//! The typed collection helper: TBone's `MongoCollectionMixin`, which sends
+//! `post_save` and `post_delete` after each write.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use mongodb::bson::{self, doc, oid::ObjectId, Document};
+use mongodb::options::ReturnDocument;
+use mongodb::{Collection, Database};
+use serde::de::DeserializeOwned;
+use serde::{Serialize, Serializer};
+use tbone_dispatch::model::{
+    send_model_signal, PostDelete, PostSave, Store, POST_DELETE, POST_SAVE,
+};
+use tbone_dispatch::Sender;
+
+use super::{Driver, MongoError};
+
+/// A stored instance with its id. Serializes (for events and APIs) as the
+/// instance's own fields plus `"_id": "<hex>"`, as TBone's resources do; `T`
+/// must therefore serialize as a map or struct.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record<T> {
+    /// The document's `_id`.
+    pub id: ObjectId,
+    /// The instance.
+    pub value: T,
+}
+
+impl<T: Serialize> Serialize for Record<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a, T> {
+            #[serde(rename = "_id")]
+            id: String,
+            #[serde(flatten)]
+            value: &'a T,
+        }
+        Flat {
+            id: self.id.to_hex(),
+            value: &self.value,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A MongoDB collection of `T` whose writes send the model signals
+/// [`POST_SAVE`] (with `created`) and [`POST_DELETE`], with `T` as sender,
+/// the [`Record`] as instance and the `mongodb::Database` as store.
+/// Connect [`publish_resource_events`](tbone_dispatch::model::publish_resource_events)
+/// to turn them into `resource_create`, `resource_update` and
+/// `resource_delete` on a channel: write -> signal -> channel -> carrier.
+///
+/// Signals are sent robustly after the write succeeded and awaited before
+/// the method returns; a receiver that fails is logged, never reported as a
+/// failed write. Writes need `T: Clone`: the signal shares the instance
+/// while the method also returns it.
+///
+/// ```no_run
+/// use serde::{Deserialize, Serialize};
+/// use tbone_dispatch_tokio::model::publish_resource_events;
+/// use tbone_dispatch_tokio::mongo::{self, ModelCollection};
+/// use tbone_dispatch_tokio::{MongoChannel, Sender};
+///
+/// #[derive(Clone, Serialize, Deserialize)]
+/// struct Entry {
+///     text: String,
+/// }
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let db = mongo::connect("mongodb://127.0.0.1:27017", "app").await?;
+/// let pubsub: MongoChannel = mongo::open("pubsub", &db)?;
+/// let _ = publish_resource_events(&pubsub, Sender::of::<Entry>());
+///
+/// let entries = ModelCollection::<Entry>::new(&db, "entries")?;
+/// let saved = entries.insert(Entry { text: "hello".into() }).await?; // resource_create
+/// entries.replace(saved.id, Entry { text: "hello!".into() }).await?; // resource_update
+/// entries.delete(saved.id).await?;                                   // resource_delete
+/// # Ok(()) }
+/// ```
+pub struct ModelCollection<T> {
+    db: Database,
+    collection: Collection<Document>,
+    driver: Driver,
+    model: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for ModelCollection<T> {
+    fn clone(&self) -> Self {
+        ModelCollection {
+            db: self.db.clone(),
+            collection: self.collection.clone(),
+            driver: self.driver.clone(),
+            model: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for ModelCollection<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelCollection")
+            .field("collection", &self.collection.name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn driver_error(context: &str) -> impl FnOnce(mongodb::error::Error) -> MongoError + '_ {
+    move |source| MongoError::Driver {
+        context: context.to_string(),
+        source,
+    }
+}
+
+impl<T> ModelCollection<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// The collection `name` of `db`, with driver work on the current tokio
+    /// runtime or the background one.
+    pub fn new(db: &Database, name: &str) -> Result<Self, MongoError> {
+        Ok(Self::with_driver(
+            db,
+            name,
+            Driver::current_or_background()?,
+        ))
+    }
+
+    /// The collection `name` of `db`, with driver work on `driver`.
+    pub fn with_driver(db: &Database, name: &str, driver: Driver) -> Self {
+        ModelCollection {
+            db: db.clone(),
+            collection: db.collection(name),
+            driver,
+            model: PhantomData,
+        }
+    }
+
+    fn store(&self) -> Store {
+        Arc::new(self.db.clone())
+    }
+
+    fn to_document(value: &T) -> Result<Document, MongoError> {
+        let mut document = bson::to_document(value)
+            .map_err(|e| MongoError::Data(format!("cannot store the instance: {e}")))?;
+        document.remove("_id");
+        Ok(document)
+    }
+
+    fn from_document(mut document: Document) -> Result<Record<T>, MongoError> {
+        let id = document
+            .get_object_id("_id")
+            .map_err(|e| MongoError::Data(format!("stored document has no ObjectId _id: {e}")))?;
+        document.remove("_id");
+        let value = bson::from_document(document)
+            .map_err(|e| MongoError::Data(format!("cannot read the stored instance: {e}")))?;
+        Ok(Record { id, value })
+    }
+
+    async fn saved(&self, record: Record<T>, created: bool) -> Result<Record<T>, MongoError>
+    where
+        T: Clone,
+    {
+        let args = PostSave::new(Arc::new(record.clone()), created, self.store())?;
+        send_model_signal(&POST_SAVE, Sender::of::<T>(), args).await;
+        Ok(record)
+    }
+
+    /// Inserts `value` under a new id, then sends `post_save` with
+    /// `created: true`.
+    pub async fn insert(&self, value: T) -> Result<Record<T>, MongoError>
+    where
+        T: Clone,
+    {
+        let id = ObjectId::new();
+        let mut document = Self::to_document(&value)?;
+        document.insert("_id", id);
+        let collection = self.collection.clone();
+        self.driver
+            .run(async move { collection.insert_one(document).await })
+            .await?
+            .map_err(driver_error("cannot insert the instance"))?;
+        self.saved(Record { id, value }, true).await
+    }
+
+    /// Replaces the instance with id `id`, then sends `post_save` with
+    /// `created: false`. Returns `None` (and sends nothing) if there is no
+    /// such instance.
+    pub async fn replace(&self, id: ObjectId, value: T) -> Result<Option<Record<T>>, MongoError>
+    where
+        T: Clone,
+    {
+        let document = Self::to_document(&value)?;
+        let collection = self.collection.clone();
+        let result = self
+            .driver
+            .run(async move { collection.replace_one(doc! {"_id": id}, document).await })
+            .await?
+            .map_err(driver_error("cannot replace the instance"))?;
+        if result.matched_count == 0 {
+            return Ok(None);
+        }
+        self.saved(Record { id, value }, false).await.map(Some)
+    }
+
+    /// Applies the update operators in `changes` (e.g. `{"$set": {...}}`)
+    /// to the instance with id `id`, then sends `post_save` with
+    /// `created: false` and the updated instance. `None` if not found.
+    pub async fn update(
+        &self,
+        id: ObjectId,
+        changes: Document,
+    ) -> Result<Option<Record<T>>, MongoError>
+    where
+        T: Clone,
+    {
+        let collection = self.collection.clone();
+        let updated = self
+            .driver
+            .run(async move {
+                collection
+                    .find_one_and_update(doc! {"_id": id}, changes)
+                    .return_document(ReturnDocument::After)
+                    .await
+            })
+            .await?
+            .map_err(driver_error("cannot update the instance"))?;
+        match updated {
+            None => Ok(None),
+            Some(document) => {
+                let record = Self::from_document(document)?;
+                self.saved(record, false).await.map(Some)
+            }
+        }
+    }
+
+    /// Deletes the instance with id `id`, then sends `post_delete` with it.
+    /// Returns the deleted instance, or `None` if there was none.
+    pub async fn delete(&self, id: ObjectId) -> Result<Option<Record<T>>, MongoError>
+    where
+        T: Clone,
+    {
+        let collection = self.collection.clone();
+        let deleted = self
+            .driver
+            .run(async move { collection.find_one_and_delete(doc! {"_id": id}).await })
+            .await?
+            .map_err(driver_error("cannot delete the instance"))?;
+        let Some(document) = deleted else {
+            return Ok(None);
+        };
+        let record = Self::from_document(document)?;
+        let args = PostDelete::new(Arc::new(record.clone()), self.store())?;
+        send_model_signal(&POST_DELETE, Sender::of::<T>(), args).await;
+        Ok(Some(record))
+    }
+
+    /// The instance with id `id`.
+    pub async fn get(&self, id: ObjectId) -> Result<Option<Record<T>>, MongoError> {
+        let collection = self.collection.clone();
+        let found = self
+            .driver
+            .run(async move { collection.find_one(doc! {"_id": id}).await })
+            .await?
+            .map_err(driver_error("cannot read the instance"))?;
+        found.map(Self::from_document).transpose()
+    }
+
+    /// Every instance, oldest first.
+    pub async fn list(&self) -> Result<Vec<Record<T>>, MongoError> {
+        let collection = self.collection.clone();
+        let documents: Vec<Document> = self
+            .driver
+            .run(async move {
+                let cursor = collection.find(doc! {}).sort(doc! {"_id": 1}).await?;
+                cursor.try_collect().await
+            })
+            .await?
+            .map_err(driver_error("cannot list the instances"))?;
+        documents.into_iter().map(Self::from_document).collect()
+    }
+}

@@ -1,0 +1,208 @@
+//! The tailing task: follows the capped collection and hands every new
+//! document to the channel, surviving any cursor death without loss or
+//! duplicates.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::options::CursorType;
+use mongodb::Collection;
+use tbone_dispatch::tailing::TailPosition;
+use tbone_dispatch::{queue, Event, QueueSender};
+
+use super::backend::{bump, is_code, Counters, MongoOptions, Setup};
+use super::document::{document_id, to_event};
+
+pub(crate) struct TailContext {
+    pub(crate) collection: Collection<Document>,
+    pub(crate) setup: Setup,
+    pub(crate) options: MongoOptions,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) events: queue::Sender<Event>,
+}
+
+/// Exponential delays with jitter, so that many instances reconnecting after
+/// a server restart do not arrive together.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+    random: RandomState,
+    draws: u64,
+}
+
+impl Backoff {
+    fn new((min, max): (Duration, Duration)) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+            random: RandomState::new(),
+            draws: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    /// A delay between half and all of the current step; doubles the step.
+    fn delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        self.draws += 1;
+        let fraction = (self.random.hash_one(self.draws) % 1000) as u32;
+        step / 2 + (step / 2) * fraction / 1000
+    }
+}
+
+enum End {
+    /// The cursor ended without an error (an empty collection on mongod, a
+    /// killed cursor).
+    Exhausted {
+        delivered: bool,
+    },
+    Failed(mongodb::error::Error),
+    /// The channel is gone.
+    Closed,
+}
+
+pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
+    let TailContext {
+        collection,
+        setup,
+        options,
+        counters,
+        events,
+    } = context;
+    let mut empty = Backoff::new(options.empty_backoff);
+    let mut failing = Backoff::new(options.error_backoff);
+    let mut reopening = false;
+    // The position last found overwritten: a gap is reported once, however
+    // many reopen attempts it takes to get past it.
+    let mut gap_at = None;
+    loop {
+        if events.is_closed() {
+            return;
+        }
+        if let Err(error) = setup.ensure().await {
+            tracing::warn!(collection = %setup.name, %error, "cannot prepare the channel's collection; retrying");
+            tokio::time::sleep(failing.delay()).await;
+            continue;
+        }
+        if reopening {
+            bump(&counters.reopened);
+            if let Some(last) = position
+                .last_delivered()
+                .filter(|last| gap_at != Some(*last))
+            {
+                // If the last document delivered was overwritten, so may
+                // have been the ones after it: say so, once per gap.
+                match collection
+                    .find_one(doc! {"_id": ObjectId::from_bytes(last.0)})
+                    .await
+                {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        gap_at = Some(last);
+                        bump(&counters.gaps);
+                        tracing::warn!(
+                            collection = %setup.name,
+                            "the consumer fell behind the capped collection: documents were overwritten before they were read; continuing with the oldest remaining"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot check the resume position; retrying");
+                        tokio::time::sleep(failing.delay()).await;
+                        continue;
+                    }
+                }
+            }
+        }
+        reopening = true;
+        let from = ObjectId::from_bytes(position.resume_from().0);
+        let opened = collection
+            .find(doc! {"_id": {"$gte": from}})
+            .cursor_type(CursorType::TailableAwait)
+            .max_await_time(options.await_time)
+            .await;
+        let mut cursor = match opened {
+            Ok(cursor) => cursor,
+            Err(error) => {
+                tracing::warn!(collection = %setup.name, %error, "cannot open the tailing cursor; retrying");
+                tokio::time::sleep(failing.delay()).await;
+                continue;
+            }
+        };
+        let end = follow(
+            &mut cursor,
+            &mut position,
+            &events,
+            &counters,
+            options.max_payload,
+        )
+        .await;
+        drop(cursor);
+        match end {
+            End::Closed => return,
+            End::Exhausted { delivered } => {
+                failing.reset();
+                if delivered {
+                    empty.reset();
+                }
+                tokio::time::sleep(empty.delay()).await;
+            }
+            End::Failed(error) => {
+                if is_code(&error, 136) {
+                    tracing::info!(collection = %setup.name, "tailing cursor lost its position (CappedPositionLost); reopening");
+                } else {
+                    tracing::warn!(collection = %setup.name, %error, "tailing cursor failed; reopening");
+                }
+                tokio::time::sleep(failing.delay()).await;
+            }
+        }
+    }
+}
+
+async fn follow(
+    cursor: &mut mongodb::Cursor<Document>,
+    position: &mut TailPosition,
+    events: &queue::Sender<Event>,
+    counters: &Counters,
+    max_payload: usize,
+) -> End {
+    let mut delivered = false;
+    while let Some(next) = cursor.next().await {
+        let document = match next {
+            Ok(document) => document,
+            Err(error) => return End::Failed(error),
+        };
+        let Some(id) = document_id(&document) else {
+            bump(&counters.skipped);
+            tracing::warn!(id = ?document.get("_id"), "skipping a channel document whose _id is not an ObjectId");
+            continue;
+        };
+        if !position.admit(id) {
+            bump(&counters.duplicates);
+            continue;
+        }
+        match to_event(&document, max_payload) {
+            Ok(event) => {
+                if events.send(event).await.is_err() {
+                    return End::Closed;
+                }
+                bump(&counters.received);
+                delivered = true;
+            }
+            Err(reason) => {
+                bump(&counters.skipped);
+                tracing::warn!(id = ?document.get("_id"), %reason, "skipping a malformed channel document");
+            }
+        }
+    }
+    End::Exhausted { delivered }
+}
