@@ -57,39 +57,38 @@ pub type Store = Arc<dyn Any + Send + Sync>;
 #[derive(Clone)]
 pub struct PostSave {
     created: bool,
+    written: Written,
+}
+
+/// What both model signals carry: the instance written (type-erased, with
+/// its JSON encoded once) and the store that wrote it. [`PostSave`] and
+/// [`PostDelete`] dereference to it.
+#[derive(Clone)]
+pub struct Written {
     instance: Arc<dyn Any + Send + Sync>,
     data: Payload,
     store: Store,
 }
 
-impl PostSave {
-    /// Arguments for a save of `instance`, encoding it as JSON once (what
-    /// the resource receiver publishes).
-    pub fn new<T: Serialize + Send + Sync + 'static>(
+impl Written {
+    fn new<T: Serialize + Send + Sync + 'static>(
         instance: Arc<T>,
-        created: bool,
         store: Store,
     ) -> Result<Self, PayloadError> {
         let data = Payload::encode(&*instance)?;
-        Ok(PostSave {
-            created,
+        Ok(Written {
             instance,
             data,
             store,
         })
     }
 
-    /// True after an insert, false after an update.
-    pub fn created(&self) -> bool {
-        self.created
-    }
-
-    /// The saved instance, if it is a `T`.
+    /// The instance, if it is a `T`.
     pub fn instance<T: 'static>(&self) -> Option<&T> {
         self.instance.downcast_ref()
     }
 
-    /// The saved instance as JSON.
+    /// The instance as JSON (what the resource receiver publishes).
     pub fn data(&self) -> &Payload {
         &self.data
     }
@@ -101,57 +100,73 @@ impl PostSave {
     }
 }
 
+impl PostSave {
+    /// Arguments for a save of `instance`, encoding it as JSON once.
+    pub fn new<T: Serialize + Send + Sync + 'static>(
+        instance: Arc<T>,
+        created: bool,
+        store: Store,
+    ) -> Result<Self, PayloadError> {
+        Ok(PostSave {
+            created,
+            written: Written::new(instance, store)?,
+        })
+    }
+
+    /// True after an insert, false after an update.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+}
+
+impl std::ops::Deref for PostSave {
+    type Target = Written;
+
+    fn deref(&self) -> &Written {
+        &self.written
+    }
+}
+
 impl fmt::Debug for PostSave {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostSave")
             .field("created", &self.created)
-            .field("data", &self.data)
+            .field("data", &self.written.data)
             .finish_non_exhaustive()
     }
 }
 
-/// The arguments of [`POST_DELETE`].
+/// The arguments of [`POST_DELETE`]; the instance is as it was before the
+/// deletion.
 #[derive(Clone)]
 pub struct PostDelete {
-    instance: Arc<dyn Any + Send + Sync>,
-    data: Payload,
-    store: Store,
+    written: Written,
 }
 
 impl PostDelete {
-    /// Arguments for the deletion of `instance` (as it was before deletion).
+    /// Arguments for the deletion of `instance`.
     pub fn new<T: Serialize + Send + Sync + 'static>(
         instance: Arc<T>,
         store: Store,
     ) -> Result<Self, PayloadError> {
-        let data = Payload::encode(&*instance)?;
         Ok(PostDelete {
-            instance,
-            data,
-            store,
+            written: Written::new(instance, store)?,
         })
     }
+}
 
-    /// The deleted instance, if it is a `T`.
-    pub fn instance<T: 'static>(&self) -> Option<&T> {
-        self.instance.downcast_ref()
-    }
+impl std::ops::Deref for PostDelete {
+    type Target = Written;
 
-    /// The deleted instance as JSON.
-    pub fn data(&self) -> &Payload {
-        &self.data
-    }
-
-    /// The store that performed the delete, if it is an `S`.
-    pub fn store<S: 'static>(&self) -> Option<&S> {
-        self.store.downcast_ref()
+    fn deref(&self) -> &Written {
+        &self.written
     }
 }
 
 impl fmt::Debug for PostDelete {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostDelete")
-            .field("data", &self.data)
+            .field("data", &self.written.data)
             .finish_non_exhaustive()
     }
 }
