@@ -121,6 +121,37 @@ pub enum CloseReason {
     Overflow,
     /// The sink returned an error (the socket died); the message says which.
     SinkError(String),
+    /// The peer (client) closed the connection.
+    PeerClosed,
+    /// The connection was refused for what the peer sent or did not send
+    /// (garbage, oversized message, no answer to pings): a websocket status
+    /// code and the reason sent with it.
+    Rejected(u16, String),
+}
+
+impl CloseReason {
+    /// The close frame to send for this reason, if the peer can still be
+    /// told anything.
+    pub fn close_frame(&self) -> Option<(u16, String)> {
+        match self {
+            CloseReason::Closed => Some((close_code::NORMAL, String::new())),
+            CloseReason::Overflow => Some((
+                close_code::POLICY,
+                "too slow: events were not read in time".into(),
+            )),
+            CloseReason::Rejected(code, reason) => Some((*code, fit_close_reason(reason))),
+            CloseReason::SinkError(_) | CloseReason::PeerClosed => None,
+        }
+    }
+}
+
+/// Cuts `reason` to what a close frame can carry, on a character boundary.
+fn fit_close_reason(reason: &str) -> String {
+    let mut end = reason.len().min(close_code::MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
 }
 
 impl fmt::Display for CloseReason {
@@ -129,8 +160,45 @@ impl fmt::Display for CloseReason {
             CloseReason::Closed => f.write_str("closed by the application"),
             CloseReason::Overflow => f.write_str("dropped: its queue was full (a slow client)"),
             CloseReason::SinkError(e) => write!(f, "its sink failed: {e}"),
+            CloseReason::PeerClosed => f.write_str("closed by the peer"),
+            CloseReason::Rejected(code, reason) => write!(f, "rejected with code {code}: {reason}"),
         }
     }
+}
+
+/// What a carrier's writer puts on its sink: event frames, and for sockets
+/// the control messages a websocket needs (keep-alive pings, a close frame
+/// with a code). Sinks built with [`Carrier::new`] see only frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// An encoded event.
+    Frame(Frame),
+    /// A keep-alive ping.
+    Ping,
+    /// A close frame: status code and reason, sent once before the sink is
+    /// closed.
+    Close(u16, String),
+}
+
+/// Websocket status codes used when a carrier closes.
+pub mod close_code {
+    /// The application closed the connection.
+    pub const NORMAL: u16 = 1000;
+    /// The server is going away (channel stopped, shutdown).
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the protocol.
+    pub const PROTOCOL: u16 = 1002;
+    /// The peer sent a kind of data that is not accepted.
+    pub const UNSUPPORTED: u16 = 1003;
+    /// The peer violated the application's policy (malformed control
+    /// message, too slow to keep up).
+    pub const POLICY: u16 = 1008;
+    /// The peer sent text that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The peer sent a message over the size limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// Longest reason a close frame can carry, in bytes (125 minus the code).
+    pub const MAX_REASON: usize = 123;
 }
 
 /// A channel that can forget a carrier; carriers hold these weakly so that
@@ -179,25 +247,31 @@ impl CloseFlag {
         lock(&self.reason).clone()
     }
 
-    // The pump's view: a single waiter, so an AtomicWaker suffices.
+    // The pump's view: a single waiter, so an AtomicWaker suffices. It waits
+    // for the announced reason, not the flag: the close frame it sends on
+    // the way out needs that reason.
     fn wait_pump(&self) -> impl Future<Output = ()> + Unpin + '_ {
         future::poll_fn(move |cx| {
-            if self.is_set() {
+            if self.is_announced() {
                 return Poll::Ready(());
             }
             self.pump.register(cx.waker());
-            if self.is_set() {
+            if self.is_announced() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
     }
+
+    fn is_announced(&self) -> bool {
+        lock(&self.reason).is_some()
+    }
 }
 
 struct Shared<R: Runtime> {
     id: CarrierId,
-    tx: R::Sender<Frame>,
+    tx: R::Sender<Outgoing>,
     overflow: OverflowPolicy,
     flag: Arc<CloseFlag>,
     memberships: Mutex<Vec<Weak<dyn Membership>>>,
@@ -287,6 +361,18 @@ impl<R: Runtime> Carrier<R> {
         S: Sink<Frame> + Send + Unpin + 'static,
         S::Error: fmt::Display,
     {
+        Self::with_control(runtime, FramesOnly(sink), config)
+    }
+
+    /// A carrier over a sink that also takes control messages
+    /// ([`Outgoing::Ping`], [`Outgoing::Close`]): how websocket carriers
+    /// send keep-alive pings and close codes through the same writer as the
+    /// frames.
+    pub fn with_control<S>(runtime: &R, sink: S, config: CarrierConfig) -> Result<Self, SpawnError>
+    where
+        S: Sink<Outgoing> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
         let (tx, rx) = runtime.bounded(config.capacity);
         let flag = Arc::new(CloseFlag::default());
         let shared = Arc::new(Shared {
@@ -319,6 +405,26 @@ impl<R: Runtime> Carrier<R> {
     /// and its sink is closed. Idempotent.
     pub fn close(&self) {
         self.shared.close(CloseReason::Closed);
+    }
+
+    /// Closes the carrier for `reason` (a socket sends the matching close
+    /// frame). Idempotent: the first reason wins.
+    pub fn close_for(&self, reason: CloseReason) {
+        self.shared.close(reason);
+    }
+
+    /// Queues a keep-alive ping behind the frames already queued. Returns
+    /// false if the queue is full or the carrier closed: a client that far
+    /// behind is the overflow policy's business, not the ping's.
+    pub fn ping(&self) -> bool {
+        !self.shared.flag.is_set() && self.shared.tx.try_send(Outgoing::Ping).is_ok()
+    }
+
+    /// Queues one frame for this carrier alone (a reply to its client),
+    /// under the same overflow policy as channel deliveries. Returns whether
+    /// it was queued.
+    pub fn send_frame(&self, frame: Frame) -> bool {
+        self.offer(frame) == Offer::Queued
     }
 
     /// Whether the carrier is closed.
@@ -367,7 +473,7 @@ impl<R: Runtime> Carrier<R> {
         if shared.flag.is_set() {
             return Offer::Gone;
         }
-        match shared.tx.try_send(frame) {
+        match shared.tx.try_send(Outgoing::Frame(frame)) {
             Ok(()) => {
                 shared.queued.fetch_add(1, Ordering::Relaxed);
                 Offer::Queued
@@ -424,27 +530,27 @@ impl<R: Runtime> Shared<R> {
 async fn pump<R, S>(
     shared: Weak<Shared<R>>,
     flag: Arc<CloseFlag>,
-    mut rx: R::Receiver<Frame>,
+    mut rx: R::Receiver<Outgoing>,
     mut sink: S,
     runtime: R,
     close_timeout: Duration,
 ) where
     R: Runtime,
-    S: Sink<Frame> + Send + Unpin + 'static,
+    S: Sink<Outgoing> + Send + Unpin + 'static,
     S::Error: fmt::Display,
 {
     let failure = loop {
-        let frame = match future::select(rx.next(), flag.wait_pump()).await {
-            Either::Left((Some(frame), _)) => frame,
+        let item = match future::select(rx.next(), flag.wait_pump()).await {
+            Either::Left((Some(item), _)) => item,
             // Every handle is gone (queue drained) or the carrier was closed.
             Either::Left((None, _)) | Either::Right(_) => break None,
         };
         // Write what is already queued before one flush: fewer syscalls
         // under bursts, same latency when idle.
         let write = async {
-            sink.feed(frame).await?;
-            while let Some(Some(frame)) = rx.next().now_or_never() {
-                sink.feed(frame).await?;
+            sink.feed(item).await?;
+            while let Some(Some(item)) = rx.next().now_or_never() {
+                sink.feed(item).await?;
             }
             sink.flush().await
         };
@@ -466,5 +572,47 @@ async fn pump<R, S>(
         }
     }
     // Bounded: a peer that stopped reading must not keep this task alive.
-    let _ = future::select(sink.close(), pin!(runtime.sleep(close_timeout))).await;
+    let goodbye = async {
+        if let Some((code, reason)) = flag.reason().and_then(|r| r.close_frame()) {
+            let _ = sink.send(Outgoing::Close(code, reason)).await;
+        }
+        let _ = sink.close().await;
+    };
+    let _ = future::select(pin!(goodbye), pin!(runtime.sleep(close_timeout))).await;
+}
+
+/// Adapts a sink of frames to the writer, which also emits control
+/// messages: those mean nothing to a plain frame sink and are dropped.
+struct FramesOnly<S>(S);
+
+impl<S: Sink<Frame> + Unpin> Sink<Outgoing> for FramesOnly<S> {
+    type Error = S::Error;
+
+    fn poll_ready(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), S::Error>> {
+        std::pin::Pin::new(&mut self.0).poll_ready(cx)
+    }
+
+    fn start_send(mut self: std::pin::Pin<&mut Self>, item: Outgoing) -> Result<(), S::Error> {
+        match item {
+            Outgoing::Frame(frame) => std::pin::Pin::new(&mut self.0).start_send(frame),
+            Outgoing::Ping | Outgoing::Close(..) => Ok(()),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), S::Error>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Result<(), S::Error>> {
+        std::pin::Pin::new(&mut self.0).poll_close(cx)
+    }
 }

@@ -49,3 +49,88 @@ macro_rules! export_runtime {
         }
     };
 }
+
+/// Declares, in a runtime crate that depends on `async-tungstenite`, the
+/// websocket carrier glue for that crate's runtime: the mapping between
+/// tungstenite messages and the core's [`Incoming`](crate::Incoming) /
+/// [`Outgoing`](crate::Outgoing), [`serve`](crate::serve_socket) over a
+/// `WebSocketStream`, and the handshake with the options' size limits.
+/// The serving logic itself is [`serve_socket`](crate::serve_socket),
+/// written once in the core; this is only the type mapping, so the three
+/// runtimes share one implementation.
+#[macro_export]
+macro_rules! websocket_glue {
+    ($runtime:ident) => {
+        use ::async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+        use ::async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+        use ::async_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+        use ::async_tungstenite::WebSocketStream;
+        use $crate::futures::{AsyncRead, AsyncWrite, SinkExt as _, StreamExt as _};
+
+        /// What the serving loop needs to know of a message from the client.
+        pub fn incoming(message: Message) -> $crate::Incoming {
+            match message {
+                Message::Text(text) => $crate::Incoming::Text(text.as_str().to_owned()),
+                Message::Binary(bytes) => $crate::Incoming::Binary(bytes.len()),
+                Message::Close(_) => $crate::Incoming::Close,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => $crate::Incoming::Alive,
+            }
+        }
+
+        /// The message that carries `item` to the client. Frames become
+        /// text messages sharing the frame's bytes (no copy).
+        pub fn outgoing(item: $crate::Outgoing) -> Message {
+            match item {
+                $crate::Outgoing::Frame(frame) => match Utf8Bytes::try_from(frame.into_bytes()) {
+                    Ok(text) => Message::Text(text),
+                    // A Frame is UTF-8 by construction; kept total anyway.
+                    Err(_) => Message::Text(Utf8Bytes::from_static("")),
+                },
+                $crate::Outgoing::Ping => Message::Ping(Default::default()),
+                $crate::Outgoing::Close(code, reason) => Message::Close(Some(CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: reason.into(),
+                })),
+            }
+        }
+
+        /// The websocket configuration enforcing the options' size limits.
+        pub fn config(options: &$crate::SocketOptions) -> WebSocketConfig {
+            let max = options.get_max_message_size();
+            WebSocketConfig::default()
+                .max_message_size(Some(max))
+                .max_frame_size(Some(max))
+        }
+
+        /// Completes the server handshake on any `futures` byte stream,
+        /// with the options' size limits.
+        pub async fn accept_stream<S>(
+            stream: S,
+            options: &$crate::SocketOptions,
+        ) -> Result<WebSocketStream<S>, WsError>
+        where
+            S: AsyncRead + AsyncWrite + Unpin,
+        {
+            ::async_tungstenite::accept_async_with_config(stream, Some(config(options))).await
+        }
+
+        /// Serves an accepted websocket on `channel` until it closes: one
+        /// call for the spec's handler (carrier, subscribe, read loop,
+        /// clean-up). See [`serve_socket`]($crate::serve_socket).
+        pub async fn serve<S, B>(
+            socket: WebSocketStream<S>,
+            channel: &$crate::Channel<B, $runtime>,
+            options: $crate::SocketOptions,
+        ) -> $crate::CloseReason
+        where
+            S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+            B: $crate::Backend,
+        {
+            let (sink, stream) = socket.split();
+            let sink =
+                sink.with(|item| $crate::futures::future::ready(Ok::<_, WsError>(outgoing(item))));
+            let stream = stream.map(|message| message.map(incoming));
+            $crate::serve_socket(&<$runtime>::default(), channel, sink, stream, options).await
+        }
+    };
+}

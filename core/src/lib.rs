@@ -69,12 +69,15 @@ pub mod queue;
 mod registry;
 mod runtime;
 mod signal;
+mod socket;
 mod subscriptions;
 pub mod tailing;
 pub mod testing;
 
 pub use backend::{Backend, BackendError, Event, EventStream};
-pub use carrier::{Carrier, CarrierConfig, CarrierId, CloseReason, OverflowPolicy};
+pub use carrier::{
+    close_code, Carrier, CarrierConfig, CarrierId, CloseReason, Outgoing, OverflowPolicy,
+};
 pub use channel::{Channel, ChannelBuilder, ChannelStats, DEFAULT_MAX_EVENT_NAME};
 pub use envelope::{push_json_string, Envelope, TBoneEnvelope};
 pub use error::{ChannelError, PublishError, SubscribeError};
@@ -85,6 +88,7 @@ pub use runtime::{QueueSender, Runtime, SpawnError, TrySendError};
 pub use signal::{
     Connection, ConnectionGuard, Receiver, ReceiverError, ReceiverKey, Sender, Senders, Signal,
 };
+pub use socket::{serve_socket, Authorize, Incoming, SocketOptions};
 pub use subscriptions::Subscriptions;
 
 /// Re-exported so users of the runtime crates need no direct dependency.

@@ -31,6 +31,9 @@
 
 mod runtime;
 
+#[cfg(feature = "websocket")]
+pub mod websocket;
+
 pub use runtime::AsyncStd;
 pub use tbone_dispatch::*;
 

@@ -30,6 +30,9 @@
 
 mod runtime;
 
+#[cfg(feature = "websocket")]
+pub mod websocket;
+
 pub use runtime::Smol;
 pub use tbone_dispatch::*;
 

@@ -29,6 +29,12 @@
 
 mod runtime;
 
+#[cfg(feature = "websocket")]
+pub mod websocket;
+
+#[cfg(feature = "axum")]
+pub mod axum_socket;
+
 pub use runtime::{Tokio, TokioReceiver, TokioSender};
 pub use tbone_dispatch::*;
 

@@ -14,21 +14,26 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::{Sink, StreamExt};
 use tbone_dispatch::{
-    Carrier, CarrierConfig, Channel, ChannelError, Frame, MemoryBackend, Runtime, SpawnError,
+    Carrier, CarrierConfig, Channel, ChannelError, Frame, MemoryBackend, Runtime, SocketOptions,
+    SpawnError,
 };
 
 pub mod backends;
+pub mod browser;
 pub mod carriers;
 pub mod channels;
 pub mod mongo;
 pub mod signals;
 pub mod support;
+pub mod websocket;
 
 pub use tbone_dispatch_async_std::AsyncStd;
 pub use tbone_dispatch_smol::Smol;
@@ -67,6 +72,18 @@ pub trait TestRuntime: Runtime + Default {
     where
         S: Sink<Frame> + Send + Unpin + 'static,
         S::Error: fmt::Display;
+
+    /// Serves websockets on `channel` at a fresh port of 127.0.0.1: this
+    /// runtime's TCP listener, the runtime crate's
+    /// `websocket::accept_stream` (tokio: `websocket::accept`) and
+    /// `websocket::serve` with `options`, one task per connection.
+    fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer;
+
+    /// A TCP connection to `addr` made with this runtime's networking, and
+    /// its local address.
+    fn connect_tcp(
+        addr: SocketAddr,
+    ) -> impl Future<Output = io::Result<(websocket::ClientIo, SocketAddr)>> + Send;
 }
 
 impl TestRuntime for Tokio {
@@ -106,6 +123,32 @@ impl TestRuntime for Tokio {
     {
         tbone_dispatch_tokio::Carrier::from_sink(sink)
     }
+
+    fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer {
+        use tbone_dispatch_tokio::websocket::{accept, serve};
+        let (listener, addr) = websocket::bind_loopback();
+        let listener = tokio::net::TcpListener::from_std(listener).expect("adopting the listener");
+        let incoming = futures::stream::unfold(listener, |listener| async move {
+            let next = listener.accept().await;
+            Some((next, listener))
+        });
+        websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
+            let (channel, options) = (channel.clone(), options.clone());
+            async move {
+                let socket = accept(tcp, &options).await.map_err(|e| e.to_string())?;
+                Ok(serve(socket, &channel, options).await)
+            }
+        })
+    }
+
+    async fn connect_tcp(addr: SocketAddr) -> io::Result<(websocket::ClientIo, SocketAddr)> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let local = tcp.local_addr()?;
+        Ok((
+            Box::new(async_tungstenite::tokio::TokioAdapter::new(tcp)),
+            local,
+        ))
+    }
 }
 
 impl TestRuntime for AsyncStd {
@@ -136,6 +179,31 @@ impl TestRuntime for AsyncStd {
     {
         tbone_dispatch_async_std::Carrier::from_sink(sink)
     }
+
+    fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer {
+        use tbone_dispatch_async_std::websocket::{accept_stream, serve};
+        let (listener, addr) = websocket::bind_loopback();
+        let listener = async_std::net::TcpListener::from(listener);
+        let incoming = futures::stream::unfold(listener, |listener| async move {
+            let next = listener.accept().await;
+            Some((next, listener))
+        });
+        websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
+            let (channel, options) = (channel.clone(), options.clone());
+            async move {
+                let socket = accept_stream(tcp, &options)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(serve(socket, &channel, options).await)
+            }
+        })
+    }
+
+    async fn connect_tcp(addr: SocketAddr) -> io::Result<(websocket::ClientIo, SocketAddr)> {
+        let tcp = async_std::net::TcpStream::connect(addr).await?;
+        let local = tcp.local_addr()?;
+        Ok((Box::new(tcp), local))
+    }
 }
 
 impl TestRuntime for Smol {
@@ -165,6 +233,31 @@ impl TestRuntime for Smol {
         S::Error: fmt::Display,
     {
         tbone_dispatch_smol::Carrier::from_sink(sink)
+    }
+
+    fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer {
+        use tbone_dispatch_smol::websocket::{accept_stream, serve};
+        let (listener, addr) = websocket::bind_loopback();
+        let listener = smol::net::TcpListener::try_from(listener).expect("adopting the listener");
+        let incoming = futures::stream::unfold(listener, |listener| async move {
+            let next = listener.accept().await;
+            Some((next, listener))
+        });
+        websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
+            let (channel, options) = (channel.clone(), options.clone());
+            async move {
+                let socket = accept_stream(tcp, &options)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(serve(socket, &channel, options).await)
+            }
+        })
+    }
+
+    async fn connect_tcp(addr: SocketAddr) -> io::Result<(websocket::ClientIo, SocketAddr)> {
+        let tcp = smol::net::TcpStream::connect(addr).await?;
+        let local = tcp.local_addr()?;
+        Ok((Box::new(tcp), local))
     }
 }
 
@@ -365,6 +458,22 @@ macro_rules! conformance_suite {
                 falling_behind_the_capped_collection_reports_one_gap,
                 model_writes_become_resource_events,
                 server_killed_and_restarted_loses_and_repeats_nothing,
+            }
+            websocket {
+                clients_receive_exact_text_frames,
+                closing_a_client_removes_its_carrier,
+                slow_client_is_dropped_without_slowing_others,
+                oversized_message_closes_only_that_connection,
+                invalid_frames_close_only_that_connection,
+                binary_message_closes_with_1003,
+                control_messages_subscribe_and_unsubscribe,
+                malformed_control_message_closes_with_1008,
+                unauthorized_subscription_gets_error_frame,
+                text_is_ignored_without_control_messages,
+                pings_arrive_and_answered_pings_keep_the_socket,
+                silent_client_is_closed_as_unresponsive,
+                channel_stop_with_connected_sockets,
+                long_close_reason_is_cut_to_fit_the_close_frame,
             }
         }
     };

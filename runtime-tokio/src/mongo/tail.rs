@@ -192,10 +192,10 @@ async fn follow(
         }
         match to_event(&document, max_payload) {
             Ok(event) => {
+                bump(&counters.received);
                 if events.send(event).await.is_err() {
                     return End::Closed;
                 }
-                bump(&counters.received);
                 delivered = true;
             }
             Err(reason) => {

@@ -1,0 +1,42 @@
+//! `GET /sse/`: the same events as server-sent events, through a carrier of
+//! our own. This is the spec's "subclass the Carrier" path: a carrier is any
+//! `Sink<Frame>`, here the sending half of a bounded queue whose other half
+//! axum streams as SSE.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use tbone_dispatch_tokio::{Backend, Carrier, CarrierConfig, Frame, Tokio};
+
+use crate::api::ApiError;
+use crate::state::AppState;
+use crate::ws::EVENTS;
+
+/// Streams every resource event as an SSE `data:` line holding TBone's
+/// frame. When the client goes away, axum drops the stream; the carrier's
+/// next write then fails and it leaves the channel by itself.
+pub async fn events<B: Backend>(
+    State(state): State<AppState<B>>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (sink, frames) = futures::channel::mpsc::channel::<Frame>(16);
+    let carrier =
+        Carrier::new(&Tokio::default(), sink, CarrierConfig::default()).map_err(unavailable)?;
+    for event in EVENTS {
+        state
+            .channel()
+            .subscribe(event, &carrier)
+            .map_err(unavailable)?;
+    }
+    let stream = frames.map(|frame| Ok(Event::default().data(frame.as_str())));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn unavailable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::Rejected {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: format!("cannot stream events now: {error}"),
+    }
+}

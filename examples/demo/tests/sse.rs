@@ -1,0 +1,76 @@
+//! `GET /sse/`: the custom SSE carrier delivers TBone's frame for each write
+//! and leaves the channel once its client goes away.
+
+mod support;
+
+use serde_json::Value;
+use support::{http, id, memory_state, start, subscribed, WAIT};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn sse_clients_receive_frames_and_leave_on_disconnect() {
+    let server = start(memory_state()).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(b"GET /sse/ HTTP/1.1\r\nHost: demo\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(read).lines();
+    let status = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    subscribed(server.state.channel(), 1).await;
+
+    let created = http(
+        server.addr,
+        "POST",
+        "/api/entries/",
+        Some(r#"{"author":"Ada","text":"via sse"}"#),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let created: Value = serde_json::from_str(&created.body).unwrap();
+
+    let data = tokio::time::timeout(WAIT, async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("the stream ended");
+            if let Some(data) = line.strip_prefix("data: ") {
+                let frame: Value = serde_json::from_str(data).unwrap();
+                if frame["payload"]["data"]["_id"] == created["_id"] {
+                    return frame;
+                }
+            }
+        }
+    })
+    .await
+    .expect("no SSE frame for the created entry");
+    assert_eq!(data["type"], "event");
+    assert_eq!(data["payload"]["name"], "resource_create");
+    assert_eq!(data["payload"]["data"]["text"], "via sse");
+    assert_eq!(id(&data["payload"]["data"]), id(&created));
+
+    // The client leaves; the next event finds the carrier's sink gone.
+    drop(lines);
+    drop(write);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while server.state.channel().subscription_count() > 0 {
+        let _ = http(
+            server.addr,
+            "POST",
+            "/api/entries/",
+            Some(r#"{"author":"Ada","text":"again"}"#),
+        )
+        .await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SSE carrier never left the channel"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.shutdown().await;
+}

@@ -1,0 +1,28 @@
+//! Websocket carriers on async-std, over async-tungstenite (feature
+//! `websocket`).
+//!
+//! ```no_run
+//! use tbone_dispatch_async_std::{websocket, MemoryChannel, SocketOptions};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     async_std::task::block_on(async {
+//!         let pubsub = MemoryChannel::named("pubsub")?;
+//!         pubsub.kickoff()?;
+//!         let listener = async_std::net::TcpListener::bind("127.0.0.1:8000").await?;
+//!         loop {
+//!             let (tcp, _) = listener.accept().await?;
+//!             let pubsub = pubsub.clone();
+//!             async_std::task::spawn(async move {
+//!                 let options = SocketOptions::new(["resource_create"]);
+//!                 if let Ok(socket) = websocket::accept_stream(tcp, &options).await {
+//!                     websocket::serve(socket, &pubsub, options).await;
+//!                 }
+//!             });
+//!         }
+//!     })
+//! }
+//! ```
+
+use crate::AsyncStd;
+
+tbone_dispatch::websocket_glue!(AsyncStd);
