@@ -8,7 +8,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::{self, Either};
+use futures::future::{self, BoxFuture, Either, FutureExt, Shared};
 use futures::{Sink, Stream, StreamExt};
 use serde::Deserialize;
 
@@ -54,6 +54,7 @@ pub struct SocketOptions {
     ping_interval: Duration,
     carrier: CarrierConfig,
     max_message_size: usize,
+    shutdown: Option<Shared<BoxFuture<'static, ()>>>,
 }
 
 impl fmt::Debug for SocketOptions {
@@ -84,7 +85,19 @@ impl SocketOptions {
             ping_interval: Duration::from_secs(30),
             carrier: CarrierConfig::default(),
             max_message_size: 64 * 1024,
+            shutdown: None,
         }
+    }
+
+    /// Serve only until `shutdown` resolves, then close the socket with a
+    /// close frame (1001, going away): how a server shuts down without
+    /// cutting connections.
+    pub fn until(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        self.shutdown = Some(shutdown.boxed().shared());
+        self
     }
 
     /// Let the client send `{"action":"subscribe","event":"<name>"}` and
@@ -221,6 +234,13 @@ where
     E: fmt::Display,
 {
     let mut closed = pin!(carrier.closed());
+    let shutdown = options.shutdown.clone();
+    let mut shutdown = pin!(async move {
+        match shutdown {
+            Some(shutdown) => shutdown.await,
+            None => future::pending().await,
+        }
+    });
     let mut heard = true;
     loop {
         let tick = pin!(runtime.sleep(options.ping_interval));
@@ -228,8 +248,15 @@ where
         // Read until the next tick, unless the carrier closes first.
         let outcome = loop {
             let next = future::select(stream.next(), &mut tick);
-            match future::select(next, closed.as_mut()).await {
-                Either::Right((reason, _)) => return reason,
+            let ended = future::select(closed.as_mut(), shutdown.as_mut());
+            match future::select(next, ended).await {
+                Either::Right((Either::Left((reason, _)), _)) => return reason,
+                Either::Right((Either::Right(_), _)) => {
+                    return CloseReason::Rejected(
+                        close_code::GOING_AWAY,
+                        "the server is shutting down".into(),
+                    )
+                }
                 Either::Left((Either::Right(_), _)) => break None,
                 Either::Left((Either::Left((message, _)), _)) => {
                     heard = true;

@@ -38,21 +38,20 @@ pub async fn upgrade<B: Backend>(
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|error| tracing::info!(%error, "websocket upgrade failed"))
-        .on_upgrade(move |socket| async move {
-            // On shutdown the handler is dropped; its carrier, which the
-            // stopping channel lets go of, then closes the socket.
-            tokio::select! {
-                () = ws_handler(socket, channel) => {}
-                () = closing => tracing::debug!("websocket closed: the server is shutting down"),
-            }
-        }))
+        .on_upgrade(move |socket| ws_handler(socket, channel, closing)))
 }
 
 /// Serves one websocket with [`axum_socket::serve`]: subscribes it to
-/// [`EVENTS`] on `channel`, reads until the client leaves, then closes its
-/// carrier, which leaves every channel.
-pub async fn ws_handler<B: Backend>(socket: WebSocket, channel: Channel<B, Tokio>) {
+/// [`EVENTS`] on `channel`, reads until the client leaves or `closing`
+/// resolves (then it sends a close frame, 1001), and closes its carrier,
+/// which leaves every channel.
+pub async fn ws_handler<B: Backend>(
+    socket: WebSocket,
+    channel: Channel<B, Tokio>,
+    closing: impl std::future::Future<Output = ()> + Send + 'static,
+) {
     tracing::info!(channel = channel.name(), "websocket connected");
-    let reason = axum_socket::serve(socket, &channel, socket_options()).await;
+    let options = socket_options().until(closing);
+    let reason = axum_socket::serve(socket, &channel, options).await;
     tracing::info!(%reason, "websocket closed");
 }

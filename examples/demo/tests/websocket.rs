@@ -135,17 +135,19 @@ async fn shutdown_closes_sockets_and_stops_the_channel() {
 
     server.shutdown().await; // asserts the server ended and the channel stopped
     assert!(state.is_closing());
-    // The client sees the socket close (a close frame, then the end).
+    // The client is told: a close frame with 1001 (going away).
     let closed = tokio::time::timeout(WAIT, async {
         loop {
             match socket.next().await {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                None | Some(Err(_)) => return None,
                 Some(Ok(_)) => {}
             }
         }
     })
-    .await;
-    assert!(closed.is_ok(), "the socket was not closed on shutdown");
+    .await
+    .expect("the socket was not closed on shutdown");
+    assert_eq!(closed, Some(1001), "shutdown sends a close frame with 1001");
     // Nothing listens any more.
     let refused = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr)).await;
     assert!(matches!(refused, Ok(Err(_))), "{refused:?}");
