@@ -23,7 +23,8 @@ tbone-load: websocket fan-out load tool for tbone-dispatch
 
 USAGE:
     tbone-load --server KIND [--clients N] [--rate R] [--payload BYTES] [--seconds S]
-               [--client-threads T] [--drain S] [--connect-concurrency C]
+               [--client-threads T] [--server-threads T] [--drain S]
+               [--connect-concurrency C]
 
 OPTIONS:
     --server KIND           tokio | async-std | smol | bare   (required)
@@ -37,6 +38,12 @@ OPTIONS:
     --payload BYTES         length of the \"pad\" string in each event (default 256)
     --seconds S             how long to publish (default 5)
     --client-threads T      tokio worker threads for the clients (default 1)
+    --server-threads T      server executor threads (default: the runtime's own
+                            default: tokio/bare = CPU count, async-std = CPU
+                            count, smol = 1 executor thread + the accept loop's
+                            block_on thread). Set via worker_threads for
+                            tokio/bare, ASYNC_STD_THREAD_COUNT for async-std,
+                            SMOL_THREADS for smol.
     --drain S               max seconds to wait for outstanding deliveries after
                             the last publish (default 5)
     --connect-concurrency C connections opened concurrently (default 64)
@@ -109,6 +116,7 @@ struct Args {
     payload: usize,
     seconds: f64,
     client_threads: usize,
+    server_threads: Option<usize>,
     drain: f64,
     connect_concurrency: usize,
 }
@@ -122,6 +130,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         payload: 256,
         seconds: 5.0,
         client_threads: 1,
+        server_threads: None,
         drain: 5.0,
         connect_concurrency: 64,
     };
@@ -147,6 +156,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--payload" => args.payload = num(&flag, &value)?,
             "--seconds" => args.seconds = num(&flag, &value)?,
             "--client-threads" => args.client_threads = num(&flag, &value)?,
+            "--server-threads" => args.server_threads = Some(num::<usize>(&flag, &value)?.max(1)),
             "--drain" => args.drain = num(&flag, &value)?,
             "--connect-concurrency" => args.connect_concurrency = num(&flag, &value)?,
             other => return Err(format!("unknown argument {other} (see --help)")),
@@ -240,7 +250,7 @@ fn open_files_limit() -> Option<u64> {
 fn serve_main(kind: Kind, args: &Args) -> Result<(), BoxError> {
     let (start_tx, start_rx) = futures::channel::oneshot::channel::<f64>();
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<Result<SocketAddr, String>>();
-    let (rate, payload) = (args.rate, args.payload);
+    let (rate, payload, threads) = (args.rate, args.payload, args.server_threads);
     std::thread::Builder::new()
         .name(format!("{}-server", kind.name()))
         .spawn(move || {
@@ -250,10 +260,10 @@ fn serve_main(kind: Kind, args: &Args) -> Result<(), BoxError> {
                 start: start_rx,
             };
             let result = match kind {
-                Kind::Tokio => serve_tokio(publisher, &addr_tx),
+                Kind::Tokio => serve_tokio(publisher, &addr_tx, threads),
                 Kind::AsyncStd => serve_async_std(publisher, &addr_tx),
                 Kind::Smol => serve_smol(publisher, &addr_tx),
-                Kind::Bare => serve_bare(publisher, &addr_tx),
+                Kind::Bare => serve_bare(publisher, &addr_tx, threads),
             };
             if let Err(e) = result {
                 let _ = addr_tx.send(Err(e.to_string()));
@@ -329,13 +339,23 @@ impl Publisher {
     }
 }
 
+fn tokio_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
+}
+
 type AddrTx = std::sync::mpsc::Sender<Result<SocketAddr, String>>;
 
-fn serve_tokio(publisher: Publisher, addr_tx: &AddrTx) -> Result<(), BoxError> {
+fn serve_tokio(
+    publisher: Publisher,
+    addr_tx: &AddrTx,
+    threads: Option<usize>,
+) -> Result<(), BoxError> {
     use tbone_dispatch_tokio::{websocket, MemoryChannel, SocketOptions};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio_runtime(threads)?;
     rt.block_on(async move {
         let channel = MemoryChannel::named("load")?;
         channel.kickoff()?;
@@ -442,10 +462,12 @@ fn serve_smol(publisher: Publisher, addr_tx: &AddrTx) -> Result<(), BoxError> {
 
 /// The baseline: async-tungstenite + tokio, no tbone-dispatch. Each event is
 /// encoded once in TBone's frame format and broadcast as shared bytes.
-fn serve_bare(publisher: Publisher, addr_tx: &AddrTx) -> Result<(), BoxError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+fn serve_bare(
+    publisher: Publisher,
+    addr_tx: &AddrTx,
+    threads: Option<usize>,
+) -> Result<(), BoxError> {
+    let rt = tokio_runtime(threads)?;
     rt.block_on(async move {
         let (tx, _) = tokio::sync::broadcast::channel::<Utf8Bytes>(4096);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -654,7 +676,14 @@ struct Server {
 
 impl Server {
     fn start(kind: Kind, args: &Args) -> Result<(Self, SocketAddr), BoxError> {
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        if let Some(threads) = args.server_threads {
+            command
+                .args(["--server-threads", &threads.to_string()])
+                .env("ASYNC_STD_THREAD_COUNT", threads.to_string())
+                .env("SMOL_THREADS", threads.to_string());
+        }
+        let mut child = command
             .args(["--serve", kind.name()])
             .args(["--rate", &args.rate.to_string()])
             .args(["--payload", &args.payload.to_string()])
@@ -884,12 +913,14 @@ fn run_clients(
          p50_ms={p50:.3} p95_ms={p95:.3} p99_ms={p99:.3} max_ms={max_ms:.3} \
          rss_before_kib={rss_before} rss_idle_kib={rss_idle} rss_end_kib={rss_end} \
          kib_per_conn={kib_per_conn:.1} client_cpu={client_cores:.2} server_cpu={server_cores:.2} \
-         client_threads={}",
+         client_threads={} server_threads={}",
         kind.name(),
         args.rate,
         args.payload,
         args.seconds,
-        args.client_threads
+        args.client_threads,
+        args.server_threads
+            .map_or_else(|| "default".to_owned(), |t| t.to_string())
     );
     Ok(())
 }
