@@ -86,7 +86,9 @@ fn runtime() -> tokio::runtime::Runtime {
 fn fanout(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("publish_fanout");
-    group.sample_size(10).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
     for n in [1usize, 100, 10_000] {
         group.throughput(Throughput::Elements((n * BATCH) as u64));
 
@@ -101,7 +103,8 @@ fn fanout(c: &mut Criterion) {
         let carriers: Vec<Carrier> = rt.block_on(async {
             (0..n)
                 .map(|_| {
-                    let carrier = Carrier::from_sink(CountingSink(counter.clone())).expect("carrier");
+                    let carrier =
+                        Carrier::from_sink(CountingSink(counter.clone())).expect("carrier");
                     channel.subscribe("e", &carrier).expect("subscribe");
                     carrier
                 })
@@ -171,7 +174,8 @@ fn unrelated(c: &mut Criterion) {
     for others in [0usize, 100_000] {
         let counter = Counter::new();
         let channel: MemoryChannel = rt.block_on(async {
-            let channel = MemoryChannel::named(&format!("bench-unrelated-{others}")).expect("channel");
+            let channel =
+                MemoryChannel::named(&format!("bench-unrelated-{others}")).expect("channel");
             channel.kickoff().expect("kickoff");
             channel
         });
@@ -181,9 +185,12 @@ fn unrelated(c: &mut Criterion) {
             // 100 carriers, each on 1000 other events.
             let bystanders: Vec<Carrier> = (0..others / 1000)
                 .map(|c| {
-                    let carrier = Carrier::from_sink(CountingSink(Counter::new())).expect("carrier");
+                    let carrier =
+                        Carrier::from_sink(CountingSink(Counter::new())).expect("carrier");
                     for e in 0..1000 {
-                        channel.subscribe(&format!("other-{c}-{e}"), &carrier).expect("subscribe");
+                        channel
+                            .subscribe(&format!("other-{c}-{e}"), &carrier)
+                            .expect("subscribe");
                     }
                     carrier
                 })
@@ -212,7 +219,8 @@ fn unrelated(c: &mut Criterion) {
 
 fn subscribe_cycle(c: &mut Criterion) {
     let rt = runtime();
-    let channel: MemoryChannel = rt.block_on(async { MemoryChannel::named("bench-cycle").expect("channel") });
+    let channel: MemoryChannel =
+        rt.block_on(async { MemoryChannel::named("bench-cycle").expect("channel") });
     let (carrier, _others) = rt.block_on(async {
         let others: Vec<Carrier> = (0..1000)
             .map(|_| {
@@ -221,7 +229,10 @@ fn subscribe_cycle(c: &mut Criterion) {
                 carrier
             })
             .collect();
-        (Carrier::from_sink(CountingSink(Counter::new())).expect("carrier"), others)
+        (
+            Carrier::from_sink(CountingSink(Counter::new())).expect("carrier"),
+            others,
+        )
     });
     c.bench_function("subscribe_cycle", |b| {
         b.iter(|| {
