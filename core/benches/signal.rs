@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p tbone-dispatch --bench signal`
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};

@@ -9,6 +9,8 @@
 //!
 //! `cargo bench -p tbone-dispatch-tokio --bench fanout`
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
