@@ -151,115 +151,86 @@ impl TestRuntime for Tokio {
     }
 }
 
-impl TestRuntime for AsyncStd {
-    fn name() -> &'static str {
-        "async-std"
-    }
-
-    fn block_on<F: Future>(future: F) -> F::Output {
-        async_std::task::block_on(future)
-    }
-
-    fn spawn_detached<F>(future: F) -> Result<(), SpawnError>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        tbone_dispatch_async_std::spawn(future)
-    }
-
-    fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError> {
-        tbone_dispatch_async_std::MemoryChannel::named(name)
-    }
-
-    fn carrier_from_sink<S>(sink: S) -> Result<Carrier<Self>, SpawnError>
-    where
-        S: Sink<Frame> + Send + Unpin + 'static,
-        S::Error: fmt::Display,
-    {
-        tbone_dispatch_async_std::Carrier::from_sink(sink)
-    }
-
-    fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer {
-        use tbone_dispatch_async_std::websocket::{accept_stream, serve};
-        let (listener, addr) = websocket::bind_loopback();
-        let listener = async_std::net::TcpListener::from(listener);
-        let incoming = futures::stream::unfold(listener, |listener| async move {
-            let next = listener.accept().await;
-            Some((next, listener))
-        });
-        websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
-            let (channel, options) = (channel.clone(), options.clone());
-            async move {
-                let socket = accept_stream(tcp, &options)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(serve(socket, &channel, options).await)
+/// async-std and smol differ only in names: one implementation for both.
+macro_rules! futures_io_runtime {
+    ($runtime:ty, $name:literal, $krate:ident, $net:path, $block_on:path, $adopt:expr) => {
+        impl TestRuntime for $runtime {
+            fn name() -> &'static str {
+                $name
             }
-        })
-    }
 
-    async fn connect_tcp(addr: SocketAddr) -> io::Result<(websocket::ClientIo, SocketAddr)> {
-        let tcp = async_std::net::TcpStream::connect(addr).await?;
-        let local = tcp.local_addr()?;
-        Ok((Box::new(tcp), local))
-    }
+            fn block_on<F: Future>(future: F) -> F::Output {
+                $block_on(future)
+            }
+
+            fn spawn_detached<F>(future: F) -> Result<(), SpawnError>
+            where
+                F: Future + Send + 'static,
+                F::Output: Send + 'static,
+            {
+                $krate::spawn(future)
+            }
+
+            fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError> {
+                $krate::MemoryChannel::named(name)
+            }
+
+            fn carrier_from_sink<S>(sink: S) -> Result<Carrier<Self>, SpawnError>
+            where
+                S: Sink<Frame> + Send + Unpin + 'static,
+                S::Error: fmt::Display,
+            {
+                $krate::Carrier::from_sink(sink)
+            }
+
+            fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer {
+                use $krate::websocket::{accept_stream, serve};
+                use $net as net;
+                let (listener, addr) = websocket::bind_loopback();
+                let listener: net::TcpListener = $adopt(listener);
+                let incoming = futures::stream::unfold(listener, |listener| async move {
+                    let next = listener.accept().await;
+                    Some((next, listener))
+                });
+                websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
+                    let (channel, options) = (channel.clone(), options.clone());
+                    async move {
+                        let socket = accept_stream(tcp, &options)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok(serve(socket, &channel, options).await)
+                    }
+                })
+            }
+
+            async fn connect_tcp(
+                addr: SocketAddr,
+            ) -> io::Result<(websocket::ClientIo, SocketAddr)> {
+                use $net as net;
+                let tcp = net::TcpStream::connect(addr).await?;
+                let local = tcp.local_addr()?;
+                Ok((Box::new(tcp), local))
+            }
+        }
+    };
 }
 
-impl TestRuntime for Smol {
-    fn name() -> &'static str {
-        "smol"
-    }
-
-    fn block_on<F: Future>(future: F) -> F::Output {
-        smol::block_on(future)
-    }
-
-    fn spawn_detached<F>(future: F) -> Result<(), SpawnError>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        tbone_dispatch_smol::spawn(future)
-    }
-
-    fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError> {
-        tbone_dispatch_smol::MemoryChannel::named(name)
-    }
-
-    fn carrier_from_sink<S>(sink: S) -> Result<Carrier<Self>, SpawnError>
-    where
-        S: Sink<Frame> + Send + Unpin + 'static,
-        S::Error: fmt::Display,
-    {
-        tbone_dispatch_smol::Carrier::from_sink(sink)
-    }
-
-    fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer {
-        use tbone_dispatch_smol::websocket::{accept_stream, serve};
-        let (listener, addr) = websocket::bind_loopback();
-        let listener = smol::net::TcpListener::try_from(listener).expect("adopting the listener");
-        let incoming = futures::stream::unfold(listener, |listener| async move {
-            let next = listener.accept().await;
-            Some((next, listener))
-        });
-        websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
-            let (channel, options) = (channel.clone(), options.clone());
-            async move {
-                let socket = accept_stream(tcp, &options)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok(serve(socket, &channel, options).await)
-            }
-        })
-    }
-
-    async fn connect_tcp(addr: SocketAddr) -> io::Result<(websocket::ClientIo, SocketAddr)> {
-        let tcp = smol::net::TcpStream::connect(addr).await?;
-        let local = tcp.local_addr()?;
-        Ok((Box::new(tcp), local))
-    }
-}
+futures_io_runtime!(
+    AsyncStd,
+    "async-std",
+    tbone_dispatch_async_std,
+    async_std::net,
+    async_std::task::block_on,
+    async_std::net::TcpListener::from
+);
+futures_io_runtime!(
+    Smol,
+    "smol",
+    tbone_dispatch_smol,
+    smol::net,
+    smol::block_on,
+    |listener| smol::net::TcpListener::try_from(listener).expect("adopting the listener")
+);
 
 /// Sends the library's `tracing` output to the test's captured output,
 /// filtered by `RUST_LOG` (default: warnings). Called by every suite test.
