@@ -587,7 +587,7 @@ async fn drain<B: Backend, R: Runtime>(inner: &Inner<B, R>, events: &mut EventSt
 
 /// Returns `Pending` once after waking itself: lets the executor run (and
 /// reset any budget) before the caller looks again.
-fn yield_now() -> impl Future<Output = ()> {
+pub(crate) fn yield_now() -> impl Future<Output = ()> {
     let mut yielded = false;
     future::poll_fn(move |cx| {
         if yielded {
