@@ -95,13 +95,13 @@ macro_rules! websocket_glue {
         }
 
         /// The websocket configuration enforcing the options' size limits.
-        /// The read buffer starts small: clients send little, and
-        /// tungstenite's default (128 KiB, allocated up front) would
-        /// dominate the memory of every idle connection.
+        /// The read buffer starts at 1 KiB and grows with a message: clients
+        /// send little, and tungstenite's default (128 KiB, allocated up
+        /// front) would dominate the memory of every idle connection.
         pub fn config(options: &$crate::SocketOptions) -> WebSocketConfig {
             let max = options.get_max_message_size();
             WebSocketConfig::default()
-                .read_buffer_size(4096)
+                .read_buffer_size(1024)
                 .max_message_size(Some(max))
                 .max_frame_size(Some(max))
         }

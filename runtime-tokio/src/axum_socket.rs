@@ -71,7 +71,8 @@ pub async fn serve<B: Backend>(
 }
 
 /// Answers a websocket upgrade request: applies the options' size limits
-/// and serves the socket on `channel` until it closes. The whole handler is
+/// (and a 1 KiB initial read buffer instead of 128 KiB) and serves the
+/// socket on `channel` until it closes. The whole handler is
 /// this one call.
 pub fn upgrade<B: Backend>(
     upgrade: WebSocketUpgrade,
@@ -80,6 +81,8 @@ pub fn upgrade<B: Backend>(
 ) -> Response {
     let max = options.get_max_message_size();
     upgrade
+        // As for tungstenite sockets: small up front, grows with a message.
+        .read_buffer_size(1024)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
