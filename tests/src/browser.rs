@@ -88,11 +88,23 @@ impl Browser {
         });
         let url = tokio::task::spawn_blocking(move || url.recv_timeout(Duration::from_secs(30)))
             .await
-            .expect("waiting for Chromium")
-            .unwrap_or_else(|_| panic!("Chromium's DevTools endpoint did not come up within 30 s"));
-        let (devtools, _) = connect_async(url.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to Chromium's DevTools: {e}"));
+            .expect("waiting for Chromium");
+        let Ok(url) = url else {
+            // Not left running behind a failed test.
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&profile);
+            panic!("Chromium's DevTools endpoint did not come up within 30 s");
+        };
+        let devtools = match connect_async(url.as_str()).await {
+            Ok((devtools, _)) => devtools,
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(&profile);
+                panic!("cannot connect to Chromium's DevTools: {error}");
+            }
+        };
         Browser {
             child,
             profile,
