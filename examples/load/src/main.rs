@@ -349,114 +349,122 @@ fn tokio_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runt
 
 type AddrTx = std::sync::mpsc::Sender<Result<SocketAddr, String>>;
 
+/// The library's server, written once for every runtime: the publisher
+/// task, then one task per accepted connection, all through the core's
+/// `Runtime` trait. Each runtime only binds, accepts and shakes hands.
+async fn serve_library<R, T, F, Fut>(
+    runtime: R,
+    publisher: Publisher,
+    mut connections: std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<T>> + Send>>,
+    serve_one: F,
+) -> Result<(), BoxError>
+where
+    R: tbone_dispatch_tokio::Runtime + Default,
+    F: Fn(T, Memory<R>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let channel = Memory::<R>::named("load")?;
+    channel.kickoff()?;
+    let (publishing, timer) = (channel.clone(), runtime.clone());
+    runtime.spawn(publisher.run(
+        move |d| {
+            let timer = timer.clone();
+            async move { timer.sleep(d).await }
+        },
+        move |data| {
+            let channel = publishing.clone();
+            async move { channel.publish("load", &data).await.is_ok() }
+        },
+    ))?;
+    while let Some(next) = connections.next().await {
+        match next {
+            Ok(connection) => runtime.spawn(serve_one(connection, channel.clone()))?,
+            Err(e) => {
+                eprintln!("tbone-load server: accept: {e}");
+                runtime.sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The in-memory channel on runtime `R`.
+type Memory<R> = tbone_dispatch_tokio::dispatch::Channel<tbone_dispatch_tokio::MemoryBackend<R>, R>;
+
+/// The listener's connections as a stream.
+macro_rules! incoming {
+    ($listener:expr) => {
+        Box::pin(futures::stream::unfold($listener, |listener| async move {
+            let next = listener.accept().await.map(|(tcp, _)| tcp);
+            Some((next, listener))
+        }))
+    };
+}
+
 fn serve_tokio(
     publisher: Publisher,
     addr_tx: &AddrTx,
     threads: Option<usize>,
 ) -> Result<(), BoxError> {
-    use tbone_dispatch_tokio::{websocket, MemoryChannel, SocketOptions};
-    let rt = tokio_runtime(threads)?;
-    rt.block_on(async move {
-        let channel = MemoryChannel::named("load")?;
-        channel.kickoff()?;
+    use tbone_dispatch_tokio::{websocket, SocketOptions, Tokio};
+    tokio_runtime(threads)?.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         addr_tx.send(Ok(listener.local_addr()?))?;
-        let ch = channel.clone();
-        tokio::spawn(publisher.run(tokio::time::sleep, move |data| {
-            let ch = ch.clone();
-            async move { ch.publish("load", &data).await.is_ok() }
-        }));
-        loop {
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    eprintln!("tbone-load server: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let channel = channel.clone();
-            tokio::spawn(async move {
+        serve_library(
+            Tokio::default(),
+            publisher,
+            incoming!(listener),
+            |tcp: tokio::net::TcpStream, channel| async move {
+                let _ = tcp.set_nodelay(true);
                 let options = SocketOptions::new(["load"]);
                 if let Ok(socket) = websocket::accept(tcp, &options).await {
                     websocket::serve(socket, &channel, options).await;
                 }
-            });
-        }
+            },
+        )
+        .await
     })
 }
 
 fn serve_async_std(publisher: Publisher, addr_tx: &AddrTx) -> Result<(), BoxError> {
-    use tbone_dispatch_async_std::{websocket, MemoryChannel, SocketOptions};
+    use tbone_dispatch_async_std::{websocket, AsyncStd, SocketOptions};
     async_std::task::block_on(async move {
-        let channel = MemoryChannel::named("load")?;
-        channel.kickoff()?;
         let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await?;
         addr_tx.send(Ok(listener.local_addr()?))?;
-        let ch = channel.clone();
-        async_std::task::spawn(publisher.run(async_std::task::sleep, move |data| {
-            let ch = ch.clone();
-            async move { ch.publish("load", &data).await.is_ok() }
-        }));
-        loop {
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    eprintln!("tbone-load server: accept: {e}");
-                    async_std::task::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let channel = channel.clone();
-            async_std::task::spawn(async move {
+        serve_library(
+            AsyncStd,
+            publisher,
+            incoming!(listener),
+            |tcp: async_std::net::TcpStream, channel| async move {
+                let _ = tcp.set_nodelay(true);
                 let options = SocketOptions::new(["load"]);
                 if let Ok(socket) = websocket::accept_stream(tcp, &options).await {
                     websocket::serve(socket, &channel, options).await;
                 }
-            });
-        }
+            },
+        )
+        .await
     })
 }
 
 fn serve_smol(publisher: Publisher, addr_tx: &AddrTx) -> Result<(), BoxError> {
-    use tbone_dispatch_smol::{websocket, MemoryChannel, SocketOptions};
+    use tbone_dispatch_smol::{websocket, Smol, SocketOptions};
     smol::block_on(async move {
-        let channel = MemoryChannel::named("load")?;
-        channel.kickoff()?;
         let listener = smol::net::TcpListener::bind("127.0.0.1:0").await?;
         addr_tx.send(Ok(listener.local_addr()?))?;
-        let ch = channel.clone();
-        smol::spawn(publisher.run(
-            |d| async move {
-                smol::Timer::after(d).await;
-            },
-            move |data| {
-                let ch = ch.clone();
-                async move { ch.publish("load", &data).await.is_ok() }
-            },
-        ))
-        .detach();
-        loop {
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    eprintln!("tbone-load server: accept: {e}");
-                    smol::Timer::after(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let channel = channel.clone();
-            smol::spawn(async move {
+        serve_library(
+            Smol,
+            publisher,
+            incoming!(listener),
+            |tcp: smol::net::TcpStream, channel| async move {
+                let _ = tcp.set_nodelay(true);
                 let options = SocketOptions::new(["load"]);
                 if let Ok(socket) = websocket::accept_stream(tcp, &options).await {
                     websocket::serve(socket, &channel, options).await;
                 }
-            })
-            .detach();
-        }
+            },
+        )
+        .await
     })
 }
 
