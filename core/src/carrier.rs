@@ -210,6 +210,9 @@ pub(crate) trait Membership: Send + Sync {
 #[derive(Default)]
 struct CloseFlag {
     closed: AtomicBool,
+    /// Set (before the reason is announced) when the frames already queued
+    /// must still be written before the close frame.
+    drain: AtomicBool,
     reason: Mutex<Option<CloseReason>>,
     pump: AtomicWaker,
     waiters: Mutex<Vec<Waker>>,
@@ -241,6 +244,10 @@ impl CloseFlag {
 
     fn is_set(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn drains(&self) -> bool {
+        self.drain.load(Ordering::Acquire)
     }
 
     fn reason(&self) -> Option<CloseReason> {
@@ -413,6 +420,15 @@ impl<R: Runtime> Carrier<R> {
         self.shared.close(reason);
     }
 
+    /// Closes the carrier for `reason` like [`Carrier::close_for`], except
+    /// that the frames already queued are still written, then the close
+    /// frame: how a server shutting down lets its clients have what they
+    /// were sent. The carrier leaves every channel at once, so nothing new
+    /// is queued; writing the rest is bounded by the close timeout.
+    pub(crate) fn close_after_queued(&self, reason: CloseReason) {
+        self.shared.close_with(reason, true);
+    }
+
     /// Queues a keep-alive ping behind the frames already queued. Returns
     /// false if the queue is full or the carrier closed: a client that far
     /// behind is the overflow policy's business, not the ping's.
@@ -516,8 +532,15 @@ impl<R: Runtime> Carrier<R> {
 
 impl<R: Runtime> Shared<R> {
     fn close(&self, reason: CloseReason) {
+        self.close_with(reason, false);
+    }
+
+    fn close_with(&self, reason: CloseReason, drain: bool) {
         if !self.flag.mark() {
             return;
+        }
+        if drain {
+            self.flag.drain.store(true, Ordering::Release);
         }
         let memberships = std::mem::take(&mut *lock(&self.memberships));
         for channel in memberships.iter().filter_map(Weak::upgrade) {
@@ -539,6 +562,8 @@ async fn pump<R, S>(
     S: Sink<Outgoing> + Send + Unpin + 'static,
     S::Error: fmt::Display,
 {
+    // For a close after what was queued: the time left to write it.
+    let (mut drain_limit, mut drain_expired) = (None, false);
     let failure = loop {
         let item = match future::select(rx.next(), flag.wait_pump()).await {
             Either::Left((Some(item), _)) => item,
@@ -559,13 +584,30 @@ async fn pump<R, S>(
                 sink.feed(item).await?;
             }
             sink.flush().await
-        };
+        }
+        // As text: the sink's error type need not be `Send`.
+        .map(|written| written.map_err(|error| error.to_string()));
         match future::select(pin!(write), flag.wait_pump()).await {
             Either::Left((Ok(()), _)) => {}
-            Either::Left((Err(error), _)) => break Some(CloseReason::SinkError(error.to_string())),
-            Either::Right(_) => break None,
+            Either::Left((Err(error), _)) => break Some(CloseReason::SinkError(error)),
+            Either::Right((_, write)) => {
+                if !flag.drains() {
+                    break None;
+                }
+                // Closed after what was queued: the write in progress holds
+                // some of it, so it finishes; the rest follows, all within
+                // one close timeout.
+                let mut limit = runtime.sleep(close_timeout).boxed();
+                match future::select(write, &mut limit).await {
+                    Either::Left((Ok(()), _)) => drain_limit = Some(limit),
+                    Either::Left((Err(error), _)) => break Some(CloseReason::SinkError(error)),
+                    Either::Right(_) => drain_expired = true,
+                }
+                break None;
+            }
         }
     };
+    let failed = failure.is_some();
     if let Some(reason) = failure {
         tracing::debug!(%reason, "carrier sink failed");
         match shared.upgrade() {
@@ -577,14 +619,62 @@ async fn pump<R, S>(
             }
         }
     }
-    // Bounded: a peer that stopped reading must not keep this task alive.
-    let goodbye = async {
-        if let Some((code, reason)) = flag.reason().and_then(|r| r.close_frame()) {
-            let _ = sink.send(Outgoing::Close(code, reason)).await;
+    // Boxed: the way out's futures would otherwise be part of every idle
+    // carrier's writer task, for its whole life.
+    Box::pin(async move {
+        if !failed && flag.drains() && !drain_expired {
+            // Bounded: a peer that stopped reading must not keep this task alive.
+            let limit = drain_limit.unwrap_or_else(|| runtime.sleep(close_timeout).boxed());
+            let rest = pin!(write_queued(&mut rx, &mut sink));
+            match future::select(rest, limit).await {
+                Either::Left((Ok(()), _)) => {}
+                Either::Left((Err(error), _)) => {
+                    tracing::debug!(%error, "carrier sink failed while writing its last frames");
+                }
+                Either::Right(_) => drain_expired = true,
+            }
         }
-        let _ = sink.close().await;
-    };
-    let _ = future::select(pin!(goodbye), pin!(runtime.sleep(close_timeout))).await;
+        if drain_expired {
+            tracing::debug!("carrier closing: the frames still queued took too long to write");
+        }
+        // Bounded: a peer that stopped reading must not keep this task alive.
+        let goodbye = async {
+            if let Some((code, reason)) = flag.reason().and_then(|r| r.close_frame()) {
+                let _ = sink.send(Outgoing::Close(code, reason)).await;
+            }
+            let _ = sink.close().await;
+        };
+        let _ = future::select(pin!(goodbye), pin!(runtime.sleep(close_timeout))).await;
+    })
+    .await;
+}
+
+/// Writes what is left in the queue of a closed carrier, and flushes. The
+/// queue only empties now (a closed carrier takes nothing new), but a
+/// stream may report `Pending` while it still holds items (tokio's
+/// cooperative budget does), so an empty poll is trusted only after
+/// yielding to the executor once.
+async fn write_queued<Q, S>(rx: &mut Q, sink: &mut S) -> Result<(), S::Error>
+where
+    Q: futures::Stream<Item = Outgoing> + Unpin,
+    S: Sink<Outgoing> + Unpin,
+{
+    let mut yielded = false;
+    loop {
+        match rx.next().now_or_never() {
+            Some(Some(item)) => {
+                sink.feed(item).await?;
+                yielded = false;
+            }
+            Some(None) => break,
+            None if !yielded => {
+                crate::channel::yield_now().await;
+                yielded = true;
+            }
+            None => break,
+        }
+    }
+    sink.flush().await
 }
 
 /// Adapts a sink of frames to the writer, which also emits control

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use futures::channel::oneshot;
+use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either, Shared};
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
@@ -103,6 +103,7 @@ impl ChannelBuilder {
         let type_name = std::any::type_name::<Channel<B, R>>();
         let inner = registry::get_or_create(&name, type_name, || {
             let backend = backend(&runtime);
+            let (stop_trigger, stop_requested) = oneshot::channel();
             Arc::new_cyclic(|me| Inner {
                 name: Arc::from(name.as_str()),
                 backend,
@@ -115,6 +116,8 @@ impl ChannelBuilder {
                 stats: Counters::default(),
                 consumer: Mutex::new(Consumer::Idle),
                 warned_idle: AtomicBool::new(false),
+                stop_trigger: Mutex::new(Some(stop_trigger)),
+                stop_requested: stop_requested.shared(),
             })
         })?;
         Ok(Channel { inner })
@@ -160,6 +163,7 @@ enum Consumer {
     Running {
         stop: oneshot::Sender<()>,
         done: Shared<oneshot::Receiver<()>>,
+        flush: mpsc::UnboundedSender<oneshot::Sender<()>>,
     },
     Stopped {
         done: Option<Shared<oneshot::Receiver<()>>>,
@@ -178,6 +182,9 @@ struct Inner<B: Backend, R: Runtime> {
     stats: Counters,
     consumer: Mutex<Consumer>,
     warned_idle: AtomicBool,
+    /// Fired by `stop`; sockets served on the channel wait on it.
+    stop_trigger: Mutex<Option<oneshot::Sender<()>>>,
+    stop_requested: Shared<oneshot::Receiver<()>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -437,20 +444,48 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             })?;
         let (stop, stopped) = oneshot::channel();
         let (finished, done) = oneshot::channel();
+        let (flush, flushes) = mpsc::unbounded();
         inner
             .runtime
-            .spawn(consume(inner.clone(), events, stopped, finished))?;
+            .spawn(consume(inner.clone(), events, stopped, flushes, finished))?;
         *consumer = Consumer::Running {
             stop,
             done: done.shared(),
+            flush,
         };
         Ok(())
+    }
+
+    /// Delivers the events the backend already holds locally, as
+    /// [`Channel::stop`] does, without stopping: for a memory channel,
+    /// every event whose publish returned before this call is in its
+    /// subscribers' queues when this resolves. A server shutting down
+    /// flushes before closing its sockets, so that they still get what was
+    /// acknowledged. (For a MongoDB channel, "held locally" means read from
+    /// the collection already.) Resolves at once when the channel is not
+    /// running.
+    pub fn flush(&self) -> impl Future<Output = ()> + Send + 'static {
+        let flushed = match &*lock(&self.inner.consumer) {
+            Consumer::Running { flush, .. } => {
+                let (flushed, done) = oneshot::channel();
+                flush.unbounded_send(flushed).ok().map(|()| done)
+            }
+            Consumer::Idle | Consumer::Stopped { .. } => None,
+        };
+        async move {
+            if let Some(done) = flushed {
+                // An error means the consumer ended: nothing left to flush.
+                let _ = done.await;
+            }
+        }
     }
 
     /// Stops the channel cleanly: events already accepted by the backend and
     /// waiting in it locally are delivered, the consumer task ends, the
     /// backend is closed, every subscription is dropped (carriers stay open:
-    /// they may serve other channels) and the name is freed, so opening it
+    /// they may serve other channels; sockets served on this channel with
+    /// [`serve_socket`](crate::serve_socket) close with 1001 after what they
+    /// were sent, see [`Channel::stopped`]) and the name is freed, so opening it
     /// again creates a new channel. Later publishes and subscribes on this
     /// instance fail with a `Stopped` error. Resolves when the consumer has
     /// ended.
@@ -459,7 +494,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         let done = {
             let mut consumer = lock(&inner.consumer);
             match std::mem::replace(&mut *consumer, Consumer::Stopped { done: None }) {
-                Consumer::Running { stop, done } => {
+                Consumer::Running { stop, done, .. } => {
                     let _ = stop.send(());
                     *consumer = Consumer::Stopped {
                         done: Some(done.clone()),
@@ -474,11 +509,47 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             }
         };
         registry::remove(&inner.name, &inner);
+        if let Some(trigger) = lock(&inner.stop_trigger).take() {
+            let _ = trigger.send(());
+        }
         async move {
             if let Some(done) = done {
                 let _ = done.await;
             }
             lock(&inner.subscriptions).clear();
+        }
+    }
+
+    /// Resolves once [`Channel::stop`] has been called on this channel and
+    /// its consumer has delivered its last events (at once for a channel
+    /// that never ran). Each socket served on the channel waits on it to
+    /// close itself (1001, going away) after what it was sent.
+    ///
+    /// ```
+    /// use tbone_dispatch::testing::ManualRuntime;
+    /// use tbone_dispatch::{ChannelBuilder, MemoryBackend};
+    ///
+    /// let runtime = ManualRuntime::new();
+    /// let channel = ChannelBuilder::new("doc-stopped").open(runtime.clone(), MemoryBackend::new).unwrap();
+    /// channel.kickoff().unwrap();
+    /// let stopped = channel.stopped();
+    /// runtime.run(channel.stop()).unwrap();
+    /// runtime.run(stopped).unwrap();
+    /// ```
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = self.inner.clone();
+        let requested = self.inner.stop_requested.clone();
+        async move {
+            // The trigger lives in `inner`, which this future holds: an
+            // error here is impossible, and would mean "stopped" anyway.
+            let _ = requested.await;
+            let done = match &*lock(&inner.consumer) {
+                Consumer::Stopped { done } => done.clone(),
+                _ => None,
+            };
+            if let Some(done) = done {
+                let _ = done.await;
+            }
         }
     }
 
@@ -543,14 +614,24 @@ async fn consume<B: Backend, R: Runtime>(
     inner: Arc<Inner<B, R>>,
     mut events: EventStream,
     mut stop: oneshot::Receiver<()>,
+    flushes: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     finished: oneshot::Sender<()>,
 ) {
+    // Never ends: the channel holds the sender while it runs.
+    let mut flushes = flushes.chain(futures::stream::pending());
     loop {
-        match future::select(events.next(), &mut stop).await {
-            Either::Left((Some(event), _)) => inner.deliver(&event),
-            Either::Left((None, _)) => {
+        let next = future::select(events.next(), flushes.next());
+        match future::select(next, &mut stop).await {
+            Either::Left((Either::Left((Some(event), _)), _)) => inner.deliver(&event),
+            Either::Left((Either::Left((None, _)), _)) => {
                 tracing::debug!(channel = %inner.name, "backend event stream ended");
                 break;
+            }
+            Either::Left((Either::Right((flushed, _)), _)) => {
+                drain(&inner, &mut events).await;
+                if let Some(flushed) = flushed {
+                    let _ = flushed.send(());
+                }
             }
             Either::Right(_) => {
                 drain(&inner, &mut events).await;

@@ -95,19 +95,19 @@ macro_rules! websocket_glue {
         }
 
         /// The websocket configuration enforcing the options' size limits.
-        /// The read buffer starts at 1 KiB and grows with a message: clients
-        /// send little, and tungstenite's default (128 KiB, allocated up
-        /// front) would dominate the memory of every idle connection.
+        /// The read buffer is [`READ_BUFFER_SIZE`]($crate::READ_BUFFER_SIZE)
+        /// rather than tungstenite's 128 KiB.
         pub fn config(options: &$crate::SocketOptions) -> WebSocketConfig {
             let max = options.get_max_message_size();
             WebSocketConfig::default()
-                .read_buffer_size(1024)
+                .read_buffer_size($crate::READ_BUFFER_SIZE)
                 .max_message_size(Some(max))
                 .max_frame_size(Some(max))
         }
 
         /// Completes the server handshake on any `futures` byte stream,
-        /// with the options' size limits.
+        /// with the options' size limits, within their handshake timeout
+        /// (an `io::ErrorKind::TimedOut` error after it).
         pub async fn accept_stream<S>(
             stream: S,
             options: &$crate::SocketOptions,
@@ -115,17 +115,73 @@ macro_rules! websocket_glue {
         where
             S: AsyncRead + AsyncWrite + Unpin,
         {
-            ::async_tungstenite::accept_async_with_config(stream, Some(config(options))).await
+            // Without a bound, a client that connects and never sends the
+            // upgrade request holds its task and socket forever.
+            let timeout = options.get_handshake_timeout();
+            // Boxed, both: the handshake's state (about 1.4 KiB) then lives
+            // only while it runs, instead of in the caller's connection
+            // task for as long as the connection lasts.
+            let handshake = ::std::boxed::Box::pin(::async_tungstenite::accept_async_with_config(
+                stream,
+                Some(config(options)),
+            ));
+            let limit =
+                ::std::boxed::Box::pin($crate::Runtime::sleep(&<$runtime>::default(), timeout));
+            match $crate::futures::future::select(handshake, limit).await {
+                $crate::futures::future::Either::Left((accepted, _)) => accepted,
+                $crate::futures::future::Either::Right(_) => {
+                    Err(WsError::Io(::std::io::Error::new(
+                        ::std::io::ErrorKind::TimedOut,
+                        format!("the websocket handshake did not complete within {timeout:?}"),
+                    )))
+                }
+            }
+        }
+
+        /// The whole task of one connection: the handshake
+        /// ([`accept_stream`]), then [`serve`] until the socket closes.
+        /// Returns why it closed, or the handshake's error.
+        ///
+        /// Prefer it to calling the two in one `async` block: the
+        /// connection's future then keeps neither the handshake's state
+        /// nor the byte stream and options it started from, which on an
+        /// idle connection is about a third of its memory.
+        pub fn accept_and_serve_stream<'a, S, B>(
+            stream: S,
+            channel: &'a $crate::Channel<B, $runtime>,
+            options: $crate::SocketOptions,
+        ) -> impl ::std::future::Future<Output = Result<$crate::CloseReason, WsError>> + 'a
+        where
+            S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+            B: $crate::Backend,
+        {
+            // What the handshake needs lives in this box only while it runs.
+            let accepted = ::std::boxed::Box::pin(async move {
+                let socket = accept_stream(stream, &options).await?;
+                Ok::<_, WsError>((socket, options))
+            });
+            async move {
+                let serving = {
+                    let (socket, options) = accepted.await?;
+                    serve(socket, channel, options)
+                };
+                Ok(serving.await)
+            }
         }
 
         /// Serves an accepted websocket on `channel` until it closes: one
         /// call for the spec's handler (carrier, subscribe, read loop,
-        /// clean-up). See [`serve_socket`]($crate::serve_socket).
-        pub async fn serve<S, B>(
+        /// clean-up). See [`serve_socket`]($crate::serve_socket): the
+        /// socket is subscribed when this is called, and dropping the
+        /// returned future closes it.
+        // A plain fn returning the core's future: as an `async fn` its
+        // `socket` argument would be kept in the future for the whole
+        // connection.
+        pub fn serve<'a, S, B>(
             socket: WebSocketStream<S>,
-            channel: &$crate::Channel<B, $runtime>,
+            channel: &'a $crate::Channel<B, $runtime>,
             options: $crate::SocketOptions,
-        ) -> $crate::CloseReason
+        ) -> impl ::std::future::Future<Output = $crate::CloseReason> + 'a
         where
             S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
             B: $crate::Backend,
@@ -134,7 +190,7 @@ macro_rules! websocket_glue {
             let sink =
                 sink.with(|item| $crate::futures::future::ready(Ok::<_, WsError>(outgoing(item))));
             let stream = stream.map(|message| message.map(incoming));
-            $crate::serve_socket(&<$runtime>::default(), channel, sink, stream, options).await
+            $crate::serve_socket(&<$runtime>::default(), channel, sink, stream, options)
         }
     };
 }

@@ -88,7 +88,7 @@ pub use runtime::{QueueSender, Runtime, SpawnError, TrySendError};
 pub use signal::{
     Connection, ConnectionGuard, Receiver, ReceiverError, ReceiverKey, Sender, Senders, Signal,
 };
-pub use socket::{serve_socket, Authorize, Incoming, SocketOptions};
+pub use socket::{serve_socket, Authorize, Incoming, SocketOptions, READ_BUFFER_SIZE};
 pub use subscriptions::Subscriptions;
 
 /// Re-exported so users of the runtime crates need no direct dependency.

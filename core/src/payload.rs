@@ -8,9 +8,11 @@ use bytes::Bytes;
 use serde::ser::{self, Serialize, Serializer};
 
 /// Deepest nesting of arrays and objects accepted in event data. Matches
-/// `serde_json`'s own limit when it parses, so whatever we accept can be read
-/// back by any consumer using the default settings.
-pub const MAX_DEPTH: usize = 128;
+/// `serde_json`'s own limit when it parses (its recursion limit of 128 stops
+/// at the 128th level), so whatever we accept can be read back by any
+/// consumer using the default settings. The envelope adds its own levels
+/// around the data (two for [`TBoneEnvelope`](crate::TBoneEnvelope)).
+pub const MAX_DEPTH: usize = 127;
 
 /// Default limit on the encoded size of one event's data (1 MiB).
 pub const DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
@@ -270,16 +272,19 @@ macro_rules! forward {
     };
 }
 
+// `$levels`: how many levels of JSON the compound opens (two for tuple and
+// struct variants, which serde_json writes as `{"Variant":[..]}` and
+// `{"Variant":{..}}`), so that the depth counted is the depth of the text.
 macro_rules! open_compound {
-    ($self:ident, $method:ident($($arg:expr),*)) => {{
+    ($self:ident, $levels:expr, $method:ident($($arg:expr),*)) => {{
         let (depth, problem) = ($self.depth, $self.problem);
-        if depth >= MAX_DEPTH {
+        if depth + $levels > MAX_DEPTH {
             return Err($self.fail(PayloadError::TooDeep { max: MAX_DEPTH }));
         }
         let inner = $self.inner.$method($($arg),*)?;
         Ok(Compound {
             inner,
-            depth: depth + 1,
+            depth: depth + $levels,
             problem,
         })
     }};
@@ -310,9 +315,16 @@ impl<'a, S: Serializer> Serializer for Checker<'a, S> {
         serialize_u128(u128),
         serialize_char(char),
         serialize_str(&str),
-        serialize_bytes(&[u8]),
         serialize_unit_struct(&'static str),
     );
+
+    fn serialize_bytes(self, v: &[u8]) -> Result<S::Ok, S::Error> {
+        // serde_json writes bytes as an array of numbers: one level.
+        if self.depth >= MAX_DEPTH {
+            return Err(self.fail(PayloadError::TooDeep { max: MAX_DEPTH }));
+        }
+        self.inner.serialize_bytes(v)
+    }
 
     fn serialize_f32(self, v: f32) -> Result<S::Ok, S::Error> {
         if !v.is_finite() {
@@ -379,11 +391,11 @@ impl<'a, S: Serializer> Serializer for Checker<'a, S> {
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
-        open_compound!(self, serialize_seq(len))
+        open_compound!(self, 1, serialize_seq(len))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
-        open_compound!(self, serialize_tuple(len))
+        open_compound!(self, 1, serialize_tuple(len))
     }
 
     fn serialize_tuple_struct(
@@ -391,7 +403,7 @@ impl<'a, S: Serializer> Serializer for Checker<'a, S> {
         name: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleStruct, S::Error> {
-        open_compound!(self, serialize_tuple_struct(name, len))
+        open_compound!(self, 1, serialize_tuple_struct(name, len))
     }
 
     fn serialize_tuple_variant(
@@ -401,11 +413,11 @@ impl<'a, S: Serializer> Serializer for Checker<'a, S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeTupleVariant, S::Error> {
-        open_compound!(self, serialize_tuple_variant(name, index, variant, len))
+        open_compound!(self, 2, serialize_tuple_variant(name, index, variant, len))
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
-        open_compound!(self, serialize_map(len))
+        open_compound!(self, 1, serialize_map(len))
     }
 
     fn serialize_struct(
@@ -413,7 +425,7 @@ impl<'a, S: Serializer> Serializer for Checker<'a, S> {
         name: &'static str,
         len: usize,
     ) -> Result<Self::SerializeStruct, S::Error> {
-        open_compound!(self, serialize_struct(name, len))
+        open_compound!(self, 1, serialize_struct(name, len))
     }
 
     fn serialize_struct_variant(
@@ -423,7 +435,7 @@ impl<'a, S: Serializer> Serializer for Checker<'a, S> {
         variant: &'static str,
         len: usize,
     ) -> Result<Self::SerializeStructVariant, S::Error> {
-        open_compound!(self, serialize_struct_variant(name, index, variant, len))
+        open_compound!(self, 2, serialize_struct_variant(name, index, variant, len))
     }
 
     fn is_human_readable(&self) -> bool {
@@ -594,6 +606,61 @@ mod tests {
         }
         let p = Payload::encode(&v).unwrap();
         assert!(Payload::from_json(p.as_str()).is_ok());
+        // Found by the soak suite's fuzzing: the limit was 128, one level
+        // more than serde_json reads with its default settings.
+        assert!(serde_json::from_str::<serde_json::Value>(p.as_str()).is_ok());
+        let deeper = serde_json::Value::Array(vec![v]);
+        assert!(serde_json::from_str::<serde_json::Value>(&deeper.to_string()).is_err());
+        assert!(matches!(
+            Payload::encode(&deeper),
+            Err(PayloadError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn depth_is_the_depth_of_the_json_text() {
+        // Found by the soak suite's fuzzing: tuple and struct variants are
+        // two levels of JSON and bytes one, yet were counted as one and
+        // zero, so data serde_json cannot read back was accepted.
+        #[derive(serde::Serialize)]
+        enum Nest {
+            Tuple(Box<Nest>, u8),
+            Struct { inner: Box<Nest> },
+            Leaf,
+        }
+        let tuples = |n: usize| (0..n).fold(Nest::Leaf, |d, _| Nest::Tuple(Box::new(d), 0));
+        let structs =
+            |n: usize| (0..n).fold(Nest::Leaf, |d, _| Nest::Struct { inner: Box::new(d) });
+        for at_limit in [tuples(MAX_DEPTH / 2), structs(MAX_DEPTH / 2)] {
+            let p = Payload::encode(&at_limit).unwrap();
+            assert!(serde_json::from_str::<serde_json::Value>(p.as_str()).is_ok());
+        }
+        for over in [tuples(MAX_DEPTH / 2 + 1), structs(MAX_DEPTH / 2 + 1)] {
+            assert!(matches!(
+                Payload::encode(&over),
+                Err(PayloadError::TooDeep { .. })
+            ));
+        }
+
+        /// Bytes inside `.0` arrays.
+        struct BytesIn(usize);
+        impl Serialize for BytesIn {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                if self.0 == 0 {
+                    return s.serialize_bytes(&[0xff, 0xfe]);
+                }
+                let mut seq = s.serialize_seq(Some(1))?;
+                seq.serialize_element(&BytesIn(self.0 - 1))?;
+                seq.end()
+            }
+        }
+        let p = Payload::encode(&BytesIn(MAX_DEPTH - 1)).unwrap();
+        assert!(serde_json::from_str::<serde_json::Value>(p.as_str()).is_ok());
+        assert!(matches!(
+            Payload::encode(&BytesIn(MAX_DEPTH)),
+            Err(PayloadError::TooDeep { .. })
+        ));
     }
 
     #[test]

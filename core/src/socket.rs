@@ -4,6 +4,7 @@
 //! [`Outgoing`].
 
 use std::fmt;
+use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,15 @@ pub enum Incoming {
 /// authorization hook.
 pub type Authorize = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// The websocket read buffer a served socket starts with, in bytes (the
+/// runtime glue, the axum integration and the demo all configure it).
+///
+/// tungstenite allocates its read buffer up front, 128 KiB by default: on a
+/// server with many idle connections that is nearly all of their memory.
+/// Clients of a dispatch socket send little (pongs, control messages), and
+/// a longer message only takes more reads, so the buffer starts small.
+pub const READ_BUFFER_SIZE: usize = 256;
+
 /// How a socket is served: which events it receives, whether the client
 /// may change them, keep-alive and size limits.
 ///
@@ -54,6 +64,7 @@ pub struct SocketOptions {
     ping_interval: Duration,
     carrier: CarrierConfig,
     max_message_size: usize,
+    handshake_timeout: Duration,
     shutdown: Option<Shared<BoxFuture<'static, ()>>>,
 }
 
@@ -66,13 +77,14 @@ impl fmt::Debug for SocketOptions {
             .field("ping_interval", &self.ping_interval)
             .field("carrier", &self.carrier)
             .field("max_message_size", &self.max_message_size)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
 
 impl SocketOptions {
     /// Serve these events. Control messages are off, pings every 30 s,
-    /// incoming messages limited to 64 KiB.
+    /// incoming messages limited to 64 KiB, handshakes to 10 s.
     pub fn new<I, S>(events: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -85,13 +97,16 @@ impl SocketOptions {
             ping_interval: Duration::from_secs(30),
             carrier: CarrierConfig::default(),
             max_message_size: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
             shutdown: None,
         }
     }
 
     /// Serve only until `shutdown` resolves, then close the socket with a
     /// close frame (1001, going away): how a server shuts down without
-    /// cutting connections.
+    /// cutting connections. The socket leaves its channels at once; the
+    /// frames already queued for it are written before the close frame
+    /// (within the carrier's close timeout).
     pub fn until(
         mut self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -134,6 +149,20 @@ impl SocketOptions {
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
+    }
+
+    /// How long a client may take to complete the websocket handshake
+    /// (default 10 s); the runtime glue's `accept_stream` fails after it, so
+    /// a client that connects and says nothing does not hold a task and a
+    /// socket forever (after the handshake, pings take over).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The limit set with [`SocketOptions::handshake_timeout`].
+    pub fn get_handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
     }
 
     /// The limit set with [`SocketOptions::max_message_size`].
@@ -181,34 +210,62 @@ fn error_frame(message: &str) -> crate::Frame {
 /// - applies control messages when enabled; a malformed one closes the
 ///   connection with 1008, a binary message with 1003, a read error with
 ///   1002 (garbage), 1007 (text that is not UTF-8) or 1009 (oversized);
+/// - when `channel` stops (or `options`' shutdown future resolves), writes
+///   what the client was sent, then closes with 1001 (going away);
 /// - on the way out closes the carrier, which leaves every channel.
-pub async fn serve_socket<B, R, Si, St, E>(
+///
+/// The carrier is created and subscribed when this is called; the returned
+/// future runs the read loop. Dropping the future before it ends closes the
+/// carrier too, so a cancelled handler leaves no subscription behind.
+//
+// Not an `async fn`: its arguments would stay in the future for the whole
+// connection (the socket half moved into the carrier included), and an idle
+// connection's memory is mostly this future.
+pub fn serve_socket<'a, B, R, Si, St, E>(
     runtime: &R,
-    channel: &Channel<B, R>,
+    channel: &'a Channel<B, R>,
     sink: Si,
     stream: St,
     options: SocketOptions,
-) -> CloseReason
+) -> impl Future<Output = CloseReason> + 'a
 where
     B: Backend,
     R: Runtime,
     Si: Sink<Outgoing> + Send + Unpin + 'static,
     Si::Error: fmt::Display,
-    St: Stream<Item = Result<Incoming, E>> + Unpin,
+    St: Stream<Item = Result<Incoming, E>> + Unpin + 'a,
     E: fmt::Display,
 {
-    let carrier = match Carrier::with_control(runtime, sink, options.carrier.clone()) {
-        Ok(carrier) => carrier,
-        Err(error) => return CloseReason::SinkError(error.to_string()),
+    let setup = match Carrier::with_control(runtime, sink, options.carrier.clone()) {
+        Ok(carrier) => options
+            .events
+            .iter()
+            .filter(|e| options.is_authorized(e))
+            .try_for_each(|event| channel.subscribe(event, &carrier).map(drop))
+            .map_err(|error| refuse(&carrier, error))
+            .map(|()| CloseOnDrop(carrier)),
+        Err(error) => Err(CloseReason::SinkError(error.to_string())),
     };
-    for event in options.events.iter().filter(|e| options.is_authorized(e)) {
-        if let Err(error) = channel.subscribe(event, &carrier) {
-            return refuse(&carrier, error);
-        }
+    let runtime = runtime.clone();
+    async move {
+        let carrier = match setup {
+            Ok(carrier) => carrier,
+            Err(reason) => return reason,
+        };
+        let reason = read_loop(&runtime, channel, &carrier.0, stream, &options).await;
+        carrier.0.close_for(reason.clone());
+        carrier.0.close_reason().unwrap_or(reason)
     }
-    let reason = read_loop(runtime, channel, &carrier, stream, &options).await;
-    carrier.close_for(reason.clone());
-    carrier.close_reason().unwrap_or(reason)
+}
+
+/// Closes the carrier when the serving future is dropped, finished or not
+/// (closing twice keeps the first reason).
+struct CloseOnDrop<R: Runtime>(Carrier<R>);
+
+impl<R: Runtime> Drop for CloseOnDrop<R> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 fn refuse<R: Runtime>(carrier: &Carrier<R>, error: SubscribeError) -> CloseReason {
@@ -241,6 +298,7 @@ where
             None => future::pending().await,
         }
     });
+    let mut stopped = pin!(channel.stopped());
     let mut heard = true;
     loop {
         let tick = pin!(runtime.sleep(options.ping_interval));
@@ -248,14 +306,20 @@ where
         // Read until the next tick, unless the carrier closes first.
         let outcome = loop {
             let next = future::select(stream.next(), &mut tick);
-            let ended = future::select(closed.as_mut(), shutdown.as_mut());
+            let ending = future::select(shutdown.as_mut(), stopped.as_mut());
+            let ended = future::select(closed.as_mut(), ending);
             match future::select(next, ended).await {
                 Either::Right((Either::Left((reason, _)), _)) => return reason,
-                Either::Right((Either::Right(_), _)) => {
-                    return CloseReason::Rejected(
-                        close_code::GOING_AWAY,
-                        "the server is shutting down".into(),
-                    )
+                Either::Right((Either::Right((ending, _)), _)) => {
+                    let why = match ending {
+                        Either::Left(_) => "the server is shutting down",
+                        Either::Right(_) => "the channel stopped",
+                    };
+                    let reason = CloseReason::Rejected(close_code::GOING_AWAY, why.into());
+                    // Not the client's doing: what it was sent still
+                    // reaches it, before the close frame.
+                    carrier.close_after_queued(reason.clone());
+                    return reason;
                 }
                 Either::Left((Either::Right(_), _)) => break None,
                 Either::Left((Either::Left((message, _)), _)) => {
@@ -301,6 +365,10 @@ fn read_error_code(error: &str) -> u16 {
     let error = error.to_lowercase();
     if error.contains("utf-8") || error.contains("utf8") {
         close_code::INVALID_PAYLOAD
+    } else if error.contains("control frame") {
+        // RFC 6455 section 5.5: a control frame over 125 bytes (or
+        // fragmented) breaks the protocol; it is no message over our limit.
+        close_code::PROTOCOL
     } else if error.contains("too long") || error.contains("too big") || error.contains("size") {
         close_code::TOO_BIG
     } else {
@@ -347,6 +415,30 @@ fn control<B: Backend, R: Runtime>(
         Action::Unsubscribe => {
             channel.unsubscribe(&message.event, carrier);
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_errors_map_to_rfc_6455_close_codes() {
+        // tungstenite's messages. The control-frame case was found by the
+        // soak suite's fuzzing: "too big" in it used to give 1009.
+        for (error, code) in [
+            ("UTF-8 encoding error: invalid utf-8 sequence", close_code::INVALID_PAYLOAD),
+            ("Space limit exceeded: Message too long: 70000 > 65536", close_code::TOO_BIG),
+            (
+                "WebSocket protocol error: Control frame too big (payload must be 125 bytes or less)",
+                close_code::PROTOCOL,
+            ),
+            ("WebSocket protocol error: Fragmented control frame", close_code::PROTOCOL),
+            ("WebSocket protocol error: Reserved bits are non-zero", close_code::PROTOCOL),
+            ("IO error: connection reset", close_code::PROTOCOL),
+        ] {
+            assert_eq!(read_error_code(error), code, "{error}");
         }
     }
 }

@@ -14,8 +14,9 @@ use futures::channel::mpsc;
 use futures::{Sink, StreamExt};
 use tbone_dispatch::testing::ManualRuntime;
 use tbone_dispatch::{
-    Carrier, CarrierConfig, Channel, ChannelBuilder, ChannelError, CloseReason, Envelope, Frame,
-    MemoryBackend, OverflowPolicy, Payload, PublishError, SubscribeError, TBoneEnvelope,
+    close_code, serve_socket, Carrier, CarrierConfig, Channel, ChannelBuilder, ChannelError,
+    CloseReason, Envelope, Frame, Incoming, MemoryBackend, Outgoing, OverflowPolicy, Payload,
+    PublishError, SocketOptions, SubscribeError, TBoneEnvelope,
 };
 
 type Memory = Channel<MemoryBackend<ManualRuntime>, ManualRuntime>;
@@ -315,4 +316,94 @@ fn dropping_every_handle_ends_the_writer_after_flushing() {
     drop(carrier);
     assert_eq!(drain(&rt, &mut frames).len(), 1);
     assert_eq!(rt.run(frames.next()), Some(None), "the sink was closed");
+}
+
+/// A server shutting down (`SocketOptions::until`) closes each socket with
+/// 1001 only after the frames already queued for it: a client that was
+/// behind still gets every event it was sent, then the close frame.
+#[test]
+fn shutdown_writes_what_was_queued_before_the_close_frame() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "until-drains");
+    let (shut_down, shutting_down) = futures::channel::oneshot::channel::<()>();
+    let options = SocketOptions::new(["e"]).until(async move {
+        let _ = shutting_down.await;
+    });
+    // The client reads nothing until the end: the frames wait in the
+    // carrier's queue, behind a socket that takes one at a time.
+    let (sink, mut client) = mpsc::channel::<Outgoing>(0);
+    let (_incoming, stream) = mpsc::unbounded::<Result<Incoming, String>>();
+    let served = {
+        let (rt, ch) = (rt.clone(), ch.clone());
+        async move { serve_socket(&rt, &ch, sink, stream, options).await }
+    };
+    let mut served = std::pin::pin!(served);
+    assert!(rt.run_for(served.as_mut()).is_none(), "serving");
+    assert_eq!(ch.subscriber_count("e"), 1);
+    for i in 0..5 {
+        rt.run(ch.publish("e", &i)).unwrap().unwrap();
+    }
+    rt.run_until_stalled();
+
+    shut_down.send(()).unwrap();
+    let reason =
+        CloseReason::Rejected(close_code::GOING_AWAY, "the server is shutting down".into());
+    assert_eq!(rt.run_for(served.as_mut()), Some(reason));
+    assert_eq!(ch.subscription_count(), 0, "the socket left at once");
+    let mut received = Vec::new();
+    while let Some(Some(item)) = rt.run(client.next()) {
+        received.push(item);
+    }
+    let mut expected: Vec<Outgoing> = (0..5)
+        .map(|i| {
+            Outgoing::Frame(Frame::from(format!(
+                r#"{{"type":"event","payload":{{"name":"e","data":{i}}}}}"#
+            )))
+        })
+        .collect();
+    expected.push(Outgoing::Close(
+        close_code::GOING_AWAY,
+        "the server is shutting down".into(),
+    ));
+    assert_eq!(received, expected);
+    assert_eq!(rt.task_count(), 1, "only the channel's consumer remains");
+}
+
+/// `flush` resolves only once the events whose publish returned are in
+/// their subscribers' queues, and the channel keeps running; on a channel
+/// that is not running it resolves at once.
+#[test]
+fn flush_delivers_what_was_published_without_stopping() {
+    let rt = ManualRuntime::new();
+    let idle: Memory = ChannelBuilder::new("core-tests-flush-idle")
+        .open(rt.clone(), MemoryBackend::new)
+        .unwrap();
+    assert_eq!(
+        rt.run(idle.flush()),
+        Some(()),
+        "nothing to flush before kickoff"
+    );
+
+    let ch = channel(&rt, "flush");
+    let (carrier, mut frames) = client(&rt, CarrierConfig::default());
+    ch.subscribe("e", &carrier).unwrap();
+    for i in 0..3 {
+        // Accepted at once: the consumer has not run yet.
+        rt.run(ch.publish("e", &i)).unwrap().unwrap();
+    }
+    assert_eq!(carrier.frames_queued(), 0);
+    let flush = ch.flush();
+    assert_eq!(carrier.frames_queued(), 0, "flushing happens when awaited");
+    assert_eq!(rt.run(flush), Some(()));
+    assert_eq!(carrier.frames_queued(), 3);
+    assert!(!ch.is_stopped());
+    rt.run(ch.publish("e", &3)).unwrap().unwrap();
+    assert_eq!(drain(&rt, &mut frames).len(), 4);
+
+    rt.run(ch.stop()).unwrap();
+    assert_eq!(
+        rt.run(ch.flush()),
+        Some(()),
+        "nothing to flush once stopped"
+    );
 }

@@ -13,9 +13,7 @@
 //!             let pubsub = pubsub.clone();
 //!             smol::spawn(async move {
 //!                 let options = SocketOptions::new(["resource_create"]);
-//!                 if let Ok(socket) = websocket::accept_stream(tcp, &options).await {
-//!                     websocket::serve(socket, &pubsub, options).await;
-//!                 }
+//!                 let _ = websocket::accept_and_serve_stream(tcp, &pubsub, options).await;
 //!             })
 //!             .detach();
 //!         }

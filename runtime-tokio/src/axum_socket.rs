@@ -71,7 +71,8 @@ pub async fn serve<B: Backend>(
 }
 
 /// Answers a websocket upgrade request: applies the options' size limits
-/// (and a 1 KiB initial read buffer instead of 128 KiB) and serves the
+/// (and a [`READ_BUFFER_SIZE`](tbone_dispatch::READ_BUFFER_SIZE) read
+/// buffer instead of 128 KiB) and serves the
 /// socket on `channel` until it closes. The whole handler is
 /// this one call.
 pub fn upgrade<B: Backend>(
@@ -81,8 +82,7 @@ pub fn upgrade<B: Backend>(
 ) -> Response {
     let max = options.get_max_message_size();
     upgrade
-        // As for tungstenite sockets: small up front, grows with a message.
-        .read_buffer_size(1024)
+        .read_buffer_size(tbone_dispatch::READ_BUFFER_SIZE)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {

@@ -35,7 +35,7 @@ pub mod websocket;
 #[cfg(feature = "axum")]
 pub mod axum_socket;
 
-pub use runtime::{Tokio, TokioReceiver, TokioSender};
+pub use runtime::Tokio;
 pub use tbone_dispatch::*;
 
 /// The core crate, for its generic types (`dispatch::Channel<B, R>`).

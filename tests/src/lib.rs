@@ -32,6 +32,7 @@ pub mod carriers;
 pub mod channels;
 pub mod mongo;
 pub mod signals;
+pub mod soak;
 pub mod support;
 pub mod websocket;
 
@@ -429,6 +430,7 @@ macro_rules! conformance_suite {
                 falling_behind_the_capped_collection_reports_one_gap,
                 model_writes_become_resource_events,
                 server_killed_and_restarted_loses_and_repeats_nothing,
+                acknowledged_publishes_survive_a_server_crash,
             }
             websocket {
                 clients_receive_exact_text_frames,

@@ -123,8 +123,9 @@ pub fn app<B: Backend>(state: AppState<B>) -> Router {
 }
 
 /// Serves [`app`] on `listener` until `shutdown` resolves, then shuts down
-/// gracefully: websockets close, requests in flight finish, and the
-/// channel stops ([`AppState::shut_down`]).
+/// gracefully: the events already acknowledged are delivered, websockets
+/// close (after what they were sent) and SSE streams end, requests in
+/// flight finish, and the channel stops ([`AppState::shut_down`]).
 pub async fn serve<B, F>(
     listener: TcpListener,
     state: AppState<B>,
@@ -139,6 +140,9 @@ where
         async move {
             shutdown.await;
             tracing::info!("shutting down");
+            // What the API acknowledged may still wait in the channel:
+            // into the sockets' queues with it before they close.
+            state.channel().flush().await;
             state.start_closing();
         }
     };

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::{Stream, StreamExt};
+use futures::{future, Stream, StreamExt};
 use tbone_dispatch_tokio::{Backend, Carrier, CarrierConfig, Frame, Tokio};
 
 use crate::api::ApiError;
@@ -17,7 +17,9 @@ use crate::ws::EVENTS;
 
 /// Streams every resource event as an SSE `data:` line holding TBone's
 /// frame. When the client goes away, axum drops the stream; the carrier's
-/// next write then fails and it leaves the channel by itself.
+/// next write then fails and it leaves the channel by itself. When the
+/// server shuts down, the stream ends after the frames already queued (a
+/// graceful shutdown waits for every response to end).
 pub async fn events<B: Backend>(
     State(state): State<AppState<B>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -30,7 +32,21 @@ pub async fn events<B: Backend>(
             .subscribe(event, &carrier)
             .map_err(unavailable)?;
     }
-    let stream = frames.map(|frame| Ok(Event::default().data(frame.as_str())));
+    let leave = {
+        let (channel, closing) = (state.channel().clone(), state.closing());
+        async move {
+            closing.await;
+            // With the channel's handles gone and this one dropped, the
+            // carrier writes what it holds, closes its sink, and the
+            // stream ends.
+            channel.unsubscribe_all(&carrier);
+        }
+    };
+    let frames = frames.map(Some);
+    let leave = futures::stream::once(leave).map(|()| None);
+    let stream = futures::stream::select(frames, leave)
+        .filter_map(future::ready)
+        .map(|frame| Ok(Event::default().data(frame.as_str())));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

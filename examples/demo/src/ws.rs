@@ -35,7 +35,7 @@ pub async fn upgrade<B: Backend>(
     let closing = state.closing();
     let max = socket_options().get_max_message_size();
     Ok(ws
-        .read_buffer_size(1024)
+        .read_buffer_size(tbone_dispatch_tokio::READ_BUFFER_SIZE)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(|error| tracing::info!(%error, "websocket upgrade failed"))

@@ -74,3 +74,51 @@ async fn sse_clients_receive_frames_and_leave_on_disconnect() {
     }
     server.shutdown().await;
 }
+
+/// Shutting down with an SSE client connected: the client gets the frame
+/// of the entry acknowledged before the shutdown, then the end of the
+/// stream, and the server stops (a graceful shutdown waits for every
+/// response, so a stream that never ends would hold it forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_sse_streams_after_what_they_were_sent() {
+    let server = start(memory_state()).await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    write
+        .write_all(b"GET /sse/ HTTP/1.1\r\nHost: demo\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(read).lines();
+    let status = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    subscribed(server.state.channel(), 1).await;
+
+    let created = http(
+        server.addr,
+        "POST",
+        "/api/entries/",
+        Some(r#"{"author":"Ada","text":"last words"}"#),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    let created: Value = serde_json::from_str(&created.body).unwrap();
+
+    server.shutdown().await; // asserts the server stopped in time
+    let frames = tokio::time::timeout(WAIT, async {
+        let mut frames = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(data) = line.strip_prefix("data: ") {
+                frames.push(serde_json::from_str::<Value>(data).unwrap());
+            }
+        }
+        frames
+    })
+    .await
+    .expect("the SSE stream did not end on shutdown");
+    let ids: Vec<String> = frames.iter().map(|f| id(&f["payload"]["data"])).collect();
+    assert_eq!(ids, [id(&created)], "the acknowledged entry, then the end");
+}

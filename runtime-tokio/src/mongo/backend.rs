@@ -11,6 +11,7 @@ use futures::future::{AbortHandle, Abortable};
 use futures::StreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Document};
 use mongodb::error::ErrorKind;
+use mongodb::options::{CollectionOptions, WriteConcern};
 use mongodb::{Collection, Database};
 use tbone_dispatch::tailing::TailPosition;
 use tbone_dispatch::{
@@ -48,6 +49,7 @@ pub struct MongoOptions {
     pub(crate) empty_backoff: (Duration, Duration),
     pub(crate) error_backoff: (Duration, Duration),
     pub(crate) max_payload: usize,
+    pub(crate) journal: bool,
     pub(crate) driver: Option<Driver>,
 }
 
@@ -65,6 +67,7 @@ impl Default for MongoOptions {
             empty_backoff: (Duration::from_millis(50), Duration::from_secs(1)),
             error_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
             max_payload: DEFAULT_MAX_PAYLOAD,
+            journal: true,
             driver: None,
         }
     }
@@ -142,6 +145,17 @@ impl MongoOptions {
     /// larger documents are skipped.
     pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
         self.max_payload = bytes;
+        self
+    }
+
+    /// Whether a publish is acknowledged only once the server has written
+    /// the event to its journal (default true): with `w: 1` alone the
+    /// server acknowledges writes it still holds in memory, so a crash
+    /// (kill -9, power loss) can drop events whose publish returned `Ok`,
+    /// and the instances that had not read them yet never deliver them.
+    /// The database's other write concern settings are kept.
+    pub fn journal(mut self, journal: bool) -> Self {
+        self.journal = journal;
         self
     }
 
@@ -258,6 +272,18 @@ impl Setup {
     }
 }
 
+/// The database's write concern, journaled if `journal`: see
+/// [`MongoOptions::journal`].
+fn publish_concern(db: &Database, journal: bool) -> Option<WriteConcern> {
+    let inherited = db.write_concern().cloned();
+    if !journal {
+        return inherited;
+    }
+    let mut concern = inherited.unwrap_or_default();
+    concern.journal = Some(true);
+    Some(concern)
+}
+
 pub(crate) fn is_code(error: &mongodb::error::Error, code: i32) -> bool {
     match &*error.kind {
         ErrorKind::Command(command) => command.code == code,
@@ -270,8 +296,9 @@ pub(crate) fn is_code(error: &mongodb::error::Error, code: i32) -> bool {
 /// every instance tails that collection to deliver each event to its own
 /// subscribers. Python TBone instances sharing the database interoperate.
 ///
-/// - Publishing resolves once the write is acknowledged, and fails with an
-///   error otherwise. Concurrent publishes are written together with
+/// - Publishing resolves once the server acknowledged the write as
+///   journaled (see [`MongoOptions::journal`]), and fails with an error
+///   otherwise. Concurrent publishes are written together with
 ///   `insert_many`, in order.
 /// - The tailing cursor awaits data on the server. When it dies (network
 ///   error, server restart, `CappedPositionLost`, killed cursor) it is
@@ -322,7 +349,12 @@ impl MongoBackend {
             size: options.collection_size(),
             done: Arc::new(OnceCell::new()),
         };
-        let collection = db.collection::<Document>(&name);
+        let collection = db.collection_with_options::<Document>(
+            &name,
+            CollectionOptions::builder()
+                .write_concern(publish_concern(db, options.journal))
+                .build(),
+        );
         let counters = Arc::new(Counters::default());
         let (publish, requests) = queue::bounded(options.publish_queue);
         let (writer, registration) = AbortHandle::new_pair();
@@ -600,5 +632,32 @@ impl MongoChannelBuilder {
         channel
             .max_payload_bytes(options.max_payload)
             .open(runtime, |_| MongoBackend::new(&db, &name, options, driver))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::options::{Acknowledgment, ClientOptions};
+
+    use super::publish_concern;
+
+    #[tokio::test]
+    async fn publishes_are_journaled_keeping_the_rest_of_the_write_concern() {
+        // No server needed: the client connects lazily.
+        let options = ClientOptions::parse("mongodb://127.0.0.1:9/?w=majority&wtimeoutMS=500")
+            .await
+            .unwrap();
+        let db = mongodb::Client::with_options(options)
+            .unwrap()
+            .database("d");
+        let concern = publish_concern(&db, true).unwrap();
+        assert_eq!(concern.journal, Some(true));
+        assert_eq!(concern.w, Some(Acknowledgment::Majority));
+        assert_eq!(
+            concern.w_timeout,
+            Some(std::time::Duration::from_millis(500))
+        );
+        let plain = publish_concern(&db, false).unwrap();
+        assert_eq!(plain.journal, None, "opted out: the database's own");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::bson::{doc, oid::ObjectId, Document, RawDocumentBuf};
 use mongodb::options::CursorType;
 use mongodb::Collection;
 use tbone_dispatch::tailing::TailPosition;
@@ -79,6 +79,9 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
         counters,
         events,
     } = context;
+    // Read raw: `document.rs` converts with a bounded depth, where the
+    // driver's deserialization of a `Document` recurses once per level.
+    let collection = collection.clone_with_type::<RawDocumentBuf>();
     let mut empty = Backoff::new(options.empty_backoff);
     let mut failing = Backoff::new(options.error_backoff);
     let mut reopening = false;
@@ -169,7 +172,7 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
 }
 
 async fn follow(
-    cursor: &mut mongodb::Cursor<Document>,
+    cursor: &mut mongodb::Cursor<RawDocumentBuf>,
     position: &mut TailPosition,
     events: &queue::Sender<Event>,
     counters: &Counters,
