@@ -89,8 +89,12 @@ pub trait Backend: Send + Sync + 'static {
     /// only when the backend is finished.
     fn consume(&self) -> Result<EventStream, BackendError>;
 
-    /// Called after the consumer stopped, to release resources. The default
-    /// does nothing.
+    /// Called once when the channel stops: refuse later publishes and
+    /// release resources. On [`Channel::stop`](crate::Channel::stop) it is
+    /// called before the consumer's last drain of what the stream already
+    /// holds locally, so a publish racing with the stop must either be in
+    /// that stream by the time `close` returns, or fail. The default does
+    /// nothing.
     fn close(&self) -> impl Future<Output = ()> + Send {
         async {}
     }

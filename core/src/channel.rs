@@ -14,6 +14,7 @@ use crate::backend::{Backend, Event, EventStream};
 use crate::carrier::{Carrier, CarrierId, Membership, Offer};
 use crate::envelope::{Envelope, TBoneEnvelope};
 use crate::error::{ChannelError, PublishError, SubscribeError};
+use crate::frame::Frame;
 use crate::memory::MemoryBackend;
 use crate::payload::{Payload, DEFAULT_MAX_PAYLOAD};
 use crate::registry;
@@ -561,21 +562,41 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
 
 impl<B: Backend, R: Runtime> Inner<B, R> {
     fn deliver(&self, event: &Event) {
+        self.deliver_run(std::slice::from_ref(event));
+    }
+
+    /// Delivers consecutive events of one key: each carrier gets the run's
+    /// frames back to back, so its writer wakes once per run instead of
+    /// once per event. (Woken per event while the consumer was still
+    /// queueing a burst on the other core, writers took one frame per wake:
+    /// fan-out to 10 000 carriers fell to a quarter of a broadcast channel's
+    /// rate.) Events of one carrier stay in publish order: runs are
+    /// delivered in order, and a run holds a single key.
+    fn deliver_run(&self, run: &[Event]) {
+        let Some(first) = run.first() else {
+            return;
+        };
         let stats = &self.stats;
-        stats.received.fetch_add(1, Ordering::Relaxed);
-        let targets = lock(&self.subscriptions).subscribers(event.key());
+        let events = run.len() as u64;
+        stats.received.fetch_add(events, Ordering::Relaxed);
+        let targets = lock(&self.subscriptions).subscribers(first.key());
         if targets.is_empty() {
-            stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            stats.unrouted.fetch_add(events, Ordering::Relaxed);
             return;
         }
-        let frame = self.envelope.encode(event.key(), event.data());
-        stats.encoded.fetch_add(1, Ordering::Relaxed);
+        let frames: Vec<Frame> = run
+            .iter()
+            .map(|event| self.envelope.encode(event.key(), event.data()))
+            .collect();
+        stats.encoded.fetch_add(events, Ordering::Relaxed);
         let (mut queued, mut frames_dropped, mut carriers_dropped) = (0, 0, 0);
         let mut gone: Vec<CarrierId> = Vec::new();
         for (id, carrier) in targets.iter() {
-            match carrier.offer(frame.clone()) {
-                Offer::Queued => queued += 1,
-                Offer::FrameDropped => frames_dropped += 1,
+            let (taken, outcome) = carrier.offer_run(&frames);
+            queued += taken;
+            match outcome {
+                Offer::Queued => {}
+                Offer::FrameDropped => frames_dropped += frames.len() as u64 - taken,
                 Offer::CarrierDropped => carriers_dropped += 1,
                 Offer::Gone => gone.push(*id),
             }
@@ -602,7 +623,32 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
                 .fetch_add(gone.len() as u64, Ordering::Relaxed);
         }
     }
+
+    /// Delivers `first` and whatever else the stream holds right now (up to
+    /// [`MAX_RUN`] events), in runs of one key. Returns false if the stream
+    /// ended meanwhile.
+    fn deliver_available(&self, first: Event, events: &mut EventStream) -> bool {
+        let mut batch = vec![first];
+        let mut open = true;
+        while batch.len() < MAX_RUN {
+            match events.next().now_or_never() {
+                Some(Some(event)) => batch.push(event),
+                Some(None) => {
+                    open = false;
+                    break;
+                }
+                None => break,
+            }
+        }
+        for run in batch.chunk_by(|a, b| a.key() == b.key()) {
+            self.deliver_run(run);
+        }
+        open
+    }
 }
+
+/// Most events the consumer takes from its stream before delivering them.
+const MAX_RUN: usize = 256;
 
 impl<B: Backend, R: Runtime> Membership for Inner<B, R> {
     fn forget(&self, id: CarrierId) {
@@ -622,7 +668,16 @@ async fn consume<B: Backend, R: Runtime>(
     loop {
         let next = future::select(events.next(), flushes.next());
         match future::select(next, &mut stop).await {
-            Either::Left((Either::Left((Some(event), _)), _)) => inner.deliver(&event),
+            Either::Left((Either::Left((Some(event), _)), _)) => {
+                // Woken by the first event of a burst: let the publishers
+                // finish queueing the rest before taking them (one run per
+                // burst, not one per event), as the carriers' writers do.
+                yield_now().await;
+                if !inner.deliver_available(event, &mut events) {
+                    tracing::debug!(channel = %inner.name, "backend event stream ended");
+                    break;
+                }
+            }
             Either::Left((Either::Left((None, _)), _)) => {
                 tracing::debug!(channel = %inner.name, "backend event stream ended");
                 break;
@@ -634,8 +689,13 @@ async fn consume<B: Backend, R: Runtime>(
                 }
             }
             Either::Right(_) => {
+                // Closed first, so that no publish can land after the
+                // final drain and be lost: it lands before, or fails.
+                inner.backend.close().await;
                 drain(&inner, &mut events).await;
-                break;
+                drop(events);
+                let _ = finished.send(());
+                return;
             }
         }
     }

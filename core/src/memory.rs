@@ -1,11 +1,13 @@
 //! MemoryChannel's backend: an in-process queue.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::{Mutex, PoisonError};
 
 use futures::StreamExt;
 
 use crate::backend::{Backend, BackendError, Event, EventStream};
+use crate::queue;
 use crate::runtime::{QueueSender, Runtime};
 
 /// Default number of events a [`MemoryBackend`] holds before publishers wait.
@@ -31,8 +33,12 @@ pub const DEFAULT_MEMORY_CAPACITY: usize = 1024;
 /// # let _ = channel;
 /// ```
 pub struct MemoryBackend<R: Runtime> {
-    tx: R::Sender<Event>,
-    rx: Mutex<Option<R::Receiver<Event>>>,
+    // The portable queue whatever the runtime: it can be closed from the
+    // receiving side without losing what it holds, which `close` needs.
+    tx: queue::Sender<Event>,
+    rx: Mutex<Option<queue::Receiver<Event>>>,
+    closer: queue::Closer<Event>,
+    runtime: PhantomData<fn() -> R>,
 }
 
 impl<R: Runtime> MemoryBackend<R> {
@@ -42,11 +48,13 @@ impl<R: Runtime> MemoryBackend<R> {
     }
 
     /// A backend holding up to `capacity` pending events.
-    pub fn with_capacity(runtime: &R, capacity: usize) -> Self {
-        let (tx, rx) = runtime.bounded(capacity);
+    pub fn with_capacity(_runtime: &R, capacity: usize) -> Self {
+        let (tx, rx) = queue::bounded(capacity);
         MemoryBackend {
             tx,
+            closer: rx.closer(),
             rx: Mutex::new(Some(rx)),
+            runtime: PhantomData,
         }
     }
 }
@@ -70,5 +78,49 @@ impl<R: Runtime> Backend for MemoryBackend<R> {
             .take()
             .ok_or(BackendError::AlreadyConsumed)?;
         Ok(rx.boxed())
+    }
+
+    /// Refuses later publishes; what was accepted before stays in the queue
+    /// for the consumer's final drain. (A publish racing with the stop thus
+    /// either is delivered or fails with `Stopped`, never returns `Ok` and
+    /// vanishes.)
+    async fn close(&self) {
+        self.closer.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use futures::StreamExt;
+
+    use super::MemoryBackend;
+    use crate::backend::{Backend, BackendError, Event};
+    use crate::payload::Payload;
+    use crate::testing::ManualRuntime;
+
+    fn event(n: u32) -> Event {
+        Event::new("e", Payload::from_json(&n.to_string()).unwrap())
+    }
+
+    /// What a stop relies on: once closed, a publish fails instead of
+    /// landing after the consumer's last drain, and what was accepted
+    /// before the close is still there to drain.
+    #[test]
+    fn close_refuses_later_publishes_and_keeps_what_was_accepted() {
+        futures::executor::block_on(async {
+            let backend = MemoryBackend::new(&ManualRuntime::new());
+            let mut events = backend.consume().unwrap();
+            backend.publish(event(1)).await.unwrap();
+            backend.close().await;
+            assert!(matches!(
+                backend.publish(event(2)).await,
+                Err(BackendError::Closed)
+            ));
+            let first = events.next().await.unwrap();
+            assert_eq!(first.data().as_str(), "1");
+            assert!(futures::FutureExt::now_or_never(events.next()).is_none());
+        });
     }
 }

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -30,6 +31,8 @@ use crate::runtime::{QueueSender, TrySendError};
 /// ```
 pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
+        held: AtomicUsize::new(0),
+        senders_waiting: AtomicBool::new(false),
         state: Mutex::new(State {
             items: VecDeque::new(),
             capacity: capacity.max(1),
@@ -43,11 +46,20 @@ pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         Sender {
             shared: shared.clone(),
         },
-        Receiver { shared },
+        Receiver {
+            shared,
+            local: VecDeque::new(),
+        },
     )
 }
 
 struct Shared<T> {
+    /// Items the receiver moved out to its own buffer and has not yielded
+    /// yet: they still count against the capacity.
+    held: AtomicUsize,
+    /// Whether a sender waits for room (so a pop from the receiver's own
+    /// buffer must take the lock to wake it).
+    senders_waiting: AtomicBool,
     state: Mutex<State<T>>,
 }
 
@@ -61,6 +73,10 @@ struct State<T> {
 }
 
 impl<T> Shared<T> {
+    fn has_room(&self, state: &State<T>) -> bool {
+        state.items.len() + self.held.load(Ordering::Acquire) < state.capacity
+    }
+
     // The queue's invariants hold between statements, so a panic elsewhere
     // while the lock was held leaves nothing half-done: ignore poisoning.
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -76,6 +92,9 @@ pub struct Sender<T> {
 /// The receiving half of [`bounded`], a [`Stream`] of the items.
 pub struct Receiver<T> {
     shared: Arc<Shared<T>>,
+    // Everything queued is taken at once under one lock, then yielded from
+    // here: a writer draining a burst locks once, not once per item.
+    local: VecDeque<T>,
 }
 
 impl<T> Sender<T> {
@@ -87,7 +106,7 @@ impl<T> Sender<T> {
         if !state.receiver_alive {
             return Poll::Ready(Err(value));
         }
-        if state.items.len() < state.capacity {
+        if self.shared.has_room(&state) {
             state.items.push_back(value);
             let waker = state.receiver_waker.take();
             drop(state);
@@ -100,6 +119,7 @@ impl<T> Sender<T> {
         if !state.sender_wakers.iter().any(|w| w.will_wake(cx.waker())) {
             state.sender_wakers.push(cx.waker().clone());
         }
+        self.shared.senders_waiting.store(true, Ordering::Release);
         Poll::Pending
     }
 }
@@ -110,7 +130,7 @@ impl<T: Send + 'static> QueueSender<T> for Sender<T> {
         if !state.receiver_alive {
             return Err(TrySendError::Closed(item));
         }
-        if state.items.len() >= state.capacity {
+        if !self.shared.has_room(&state) {
             return Err(TrySendError::Full(item));
         }
         state.items.push_back(item);
@@ -120,6 +140,34 @@ impl<T: Send + 'static> QueueSender<T> for Sender<T> {
             waker.wake();
         }
         Ok(())
+    }
+
+    fn try_send_all(&self, items: &mut dyn Iterator<Item = T>) -> (usize, Option<TrySendError<T>>) {
+        let mut state = self.shared.lock();
+        let mut queued = 0;
+        let mut refused = None;
+        for item in items {
+            if !state.receiver_alive {
+                refused = Some(TrySendError::Closed(item));
+                break;
+            }
+            if !self.shared.has_room(&state) {
+                refused = Some(TrySendError::Full(item));
+                break;
+            }
+            state.items.push_back(item);
+            queued += 1;
+        }
+        let waker = if queued > 0 {
+            state.receiver_waker.take()
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        (queued, refused)
     }
 
     fn send(&self, item: T) -> impl Future<Output = Result<(), T>> + Send {
@@ -173,20 +221,91 @@ impl<T> Drop for Sender<T> {
     }
 }
 
+impl<T> Receiver<T> {
+    /// A handle that can close this queue from the receiving side while the
+    /// receiver itself is elsewhere (boxed into a stream, say).
+    pub fn closer(&self) -> Closer<T> {
+        Closer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Closes a queue from the receiving side: later sends fail (as when the
+/// receiver is gone) while what is already queued stays for the receiver to
+/// take. A send either lands before the close, and is received, or fails:
+/// none is accepted and then lost. Made by [`Receiver::closer`].
+///
+/// ```
+/// use futures::StreamExt;
+/// use tbone_dispatch::{queue, QueueSender, TrySendError};
+///
+/// let (tx, mut rx) = queue::bounded(4);
+/// tx.try_send(1).unwrap();
+/// rx.closer().close();
+/// assert_eq!(tx.try_send(2), Err(TrySendError::Closed(2)));
+/// assert_eq!(futures::executor::block_on(rx.next()), Some(1));
+/// ```
+pub struct Closer<T> {
+    shared: Arc<Shared<T>>,
+}
+
+impl<T> Closer<T> {
+    /// Refuses every later send; idempotent.
+    pub fn close(&self) {
+        let mut state = self.shared.lock();
+        state.receiver_alive = false;
+        let wakers = std::mem::take(&mut state.sender_wakers);
+        drop(state);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> fmt::Debug for Closer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("queue::Closer").finish_non_exhaustive()
+    }
+}
+
+// The receiver never pins its items: it only moves them in and out.
+impl<T> Unpin for Receiver<T> {}
+
 impl<T> Stream for Receiver<T> {
     type Item = T;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut state = self.shared.lock();
-        if let Some(item) = state.items.pop_front() {
+        let this = self.get_mut();
+        if let Some(item) = this.local.pop_front() {
+            this.shared.held.fetch_sub(1, Ordering::AcqRel);
+            if this.shared.senders_waiting.load(Ordering::Acquire) {
+                let wakers = {
+                    let mut state = this.shared.lock();
+                    this.shared.senders_waiting.store(false, Ordering::Release);
+                    std::mem::take(&mut state.sender_wakers)
+                };
+                for waker in wakers {
+                    waker.wake();
+                }
+            }
+            return Poll::Ready(Some(item));
+        }
+        let mut state = this.shared.lock();
+        if !state.items.is_empty() {
+            std::mem::swap(&mut state.items, &mut this.local);
+            this.shared
+                .held
+                .store(this.local.len() - 1, Ordering::Release);
             // Wake every waiting sender: one that was woken and then dropped
             // its send must not leave the others asleep.
+            this.shared.senders_waiting.store(false, Ordering::Release);
             let wakers = std::mem::take(&mut state.sender_wakers);
             drop(state);
             for waker in wakers {
                 waker.wake();
             }
-            return Poll::Ready(Some(item));
+            return Poll::Ready(this.local.pop_front());
         }
         if state.senders == 0 {
             return Poll::Ready(None);
@@ -201,6 +320,7 @@ impl<T> Drop for Receiver<T> {
         let mut state = self.shared.lock();
         state.receiver_alive = false;
         let items = std::mem::take(&mut state.items);
+        self.shared.held.store(0, Ordering::Release);
         let wakers = std::mem::take(&mut state.sender_wakers);
         drop(state);
         drop(items);
@@ -226,6 +346,29 @@ impl<T> fmt::Debug for Receiver<T> {
 mod tests {
     use super::*;
     use futures::{FutureExt, StreamExt};
+
+    /// The receiver takes everything queued at once into its own buffer;
+    /// those items still count against the capacity until yielded, and a
+    /// sender waiting for room is woken by a pop from that buffer.
+    #[test]
+    fn items_taken_in_bulk_still_bound_the_queue() {
+        let (tx, mut rx) = bounded(3);
+        for i in 1..=3 {
+            tx.try_send(i).unwrap();
+        }
+        assert_eq!(tx.try_send(4), Err(TrySendError::Full(4)));
+        assert_eq!(rx.next().now_or_never(), Some(Some(1)));
+        tx.try_send(4).unwrap();
+        assert_eq!(tx.try_send(5), Err(TrySendError::Full(5)));
+        let mut waiting = Box::pin(tx.send(5));
+        assert!(waiting.as_mut().now_or_never().is_none());
+        assert_eq!(rx.next().now_or_never(), Some(Some(2)));
+        assert_eq!(waiting.now_or_never(), Some(Ok(())));
+        let rest: Vec<_> = (0..3)
+            .filter_map(|_| rx.next().now_or_never().flatten())
+            .collect();
+        assert_eq!(rest, vec![3, 4, 5]);
+    }
 
     #[test]
     fn send_waits_for_room_and_fails_when_receiver_is_gone() {

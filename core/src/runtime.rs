@@ -86,6 +86,23 @@ pub trait QueueSender<T>: Clone + Send + Sync + 'static {
 
     /// Whether the receiver is gone, so nothing sent will ever be read.
     fn is_closed(&self) -> bool;
+
+    /// Enqueues items from `items`, in order and without waiting, until one
+    /// does not fit: returns how many were queued and, if one was refused,
+    /// why (with that item; the rest of `items` is left untouched). The
+    /// default calls [`QueueSender::try_send`] for each; a queue may do it
+    /// under one lock (the portable queue does), which is how a carrier
+    /// takes a run of frames.
+    fn try_send_all(&self, items: &mut dyn Iterator<Item = T>) -> (usize, Option<TrySendError<T>>) {
+        let mut queued = 0;
+        for item in items {
+            match self.try_send(item) {
+                Ok(()) => queued += 1,
+                Err(refused) => return (queued, Some(refused)),
+            }
+        }
+        (queued, None)
+    }
 }
 
 /// Why [`QueueSender::try_send`] handed an item back.

@@ -280,7 +280,7 @@ fn json_leaf() -> impl Strategy<Value = Val> {
 }
 
 fn bad_leaf() -> impl Strategy<Value = Val> {
-    prop_oneof![
+    let no_json_form = prop_oneof![
         Just(Val::F64(f64::NAN)),
         Just(Val::F64(f64::INFINITY)),
         Just(Val::F64(f64::NEG_INFINITY)),
@@ -294,13 +294,16 @@ fn bad_leaf() -> impl Strategy<Value = Val> {
         Just(Val::MaxKey),
         Just(Val::Undefined),
         "[a-z]{0,6}".prop_map(Val::Symbol),
-        // Years past 9999 (and before year 0): no RFC 3339 form.
-        prop_oneof![
-            253_402_300_800_000i64..i64::MAX / 2,
-            i64::MIN / 2..-62_167_219_200_001i64
-        ]
-        .prop_map(Val::Date),
+    ];
+    // Years past 9999 (and before year 0): no RFC 3339 form. Rare: the
+    // test server refuses to store them, and each refusal costs it a
+    // reconnection of a second or more.
+    let out_of_range = prop_oneof![
+        253_402_300_800_000i64..i64::MAX / 2,
+        i64::MIN / 2..-62_167_219_200_001i64
     ]
+    .prop_map(Val::Date);
+    prop_oneof![40 => no_json_form, 1 => out_of_range]
 }
 
 fn field_name() -> impl Strategy<Value = String> {
@@ -551,7 +554,9 @@ async fn setup(uri: &str) -> Result<Part, String> {
         .map_err(|e| format!("cannot reset the test database: {e}"))?;
     let options = MongoOptions::default()
         .collection(COLLECTION)
-        .capacity(4096)
+        // Room for every document of a long run: the test server slows down
+        // tenfold once a capped collection is full.
+        .capacity(16_384)
         .message_size(4096)
         .max_payload_bytes(MAX_PAYLOAD)
         .await_time(Duration::from_millis(200))
