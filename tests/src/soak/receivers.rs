@@ -50,6 +50,54 @@ type Response = Result<u64, String>;
 /// One send: its argument, how long it took, and every receiver's result.
 type Outcome = (u64, Duration, Vec<Result<Response, ReceiverError>>);
 
+/// The sends' results, counted against what each receiver must answer.
+#[derive(Default)]
+struct Tally {
+    sends: u64,
+    healthy: u64,
+    expected_healthy: u64,
+    panics: u64,
+    errors: u64,
+    timeouts: u64,
+    wrong: u64,
+    slowest: Duration,
+}
+
+impl Tally {
+    fn add(&mut self, (n, took, results): Outcome) {
+        self.sends += 1;
+        self.slowest = self.slowest.max(took);
+        let expected: [Option<Response>; 6] = [
+            Some(Ok(n * 2)),
+            Some(Ok(n + 1)),
+            (!n.is_multiple_of(2)).then_some(Ok(n)),
+            (!n.is_multiple_of(5)).then_some(Ok(n)),
+            Some(Err(format!("refused {n}"))),
+            None,
+        ];
+        self.expected_healthy +=
+            expected.iter().filter(|e| matches!(e, Some(Ok(_)))).count() as u64;
+        if results.len() != expected.len() {
+            self.wrong += 1;
+            return;
+        }
+        for (result, expected) in results.iter().zip(&expected) {
+            match (result, expected) {
+                (Ok(Ok(value)), Some(Ok(want))) if value == want => self.healthy += 1,
+                (Ok(Err(message)), Some(Err(want))) if message == want => self.errors += 1,
+                (Err(ReceiverError::Panicked { message, .. }), None)
+                | (Err(ReceiverError::Panicked { message, .. }), Some(Ok(_)))
+                    if message == INTENTIONAL =>
+                {
+                    self.panics += 1
+                }
+                (Err(ReceiverError::TimedOut { .. }), None) => self.timeouts += 1,
+                _ => self.wrong += 1,
+            }
+        }
+    }
+}
+
 pub async fn run(profile: Profile) -> Row {
     let sends = profile.pick(4_000u64, 200_000);
     let concurrency = profile.pick(64, 256);
@@ -125,7 +173,9 @@ pub async fn run(profile: Profile) -> Row {
     let rss_before = rss_kib();
     let runtime = Tokio::default();
     let started = Instant::now();
-    let outcomes: Vec<Outcome> = futures::stream::iter(0..sends)
+    // Tallied as they come: keeping 200 000 results would make the memory
+    // figure the test's own.
+    let tally = futures::stream::iter(0..sends)
         .map(|n| {
             let send = signal.send_robust_timeout(
                 &runtime,
@@ -143,58 +193,35 @@ pub async fn run(profile: Profile) -> Row {
             }
         })
         .buffer_unordered(concurrency)
-        .collect()
+        .fold(Tally::default(), |mut tally, outcome| {
+            tally.add(outcome);
+            futures::future::ready(tally)
+        })
         .await;
     let elapsed = started.elapsed();
     let _ = std::panic::take_hook();
 
-    let (mut healthy, mut panics, mut errors, mut timeouts, mut wrong) = (0u64, 0u64, 0, 0, 0);
-    let mut expected_healthy = 0u64;
-    let mut slowest = Duration::ZERO;
-    for (n, took, results) in &outcomes {
-        let n = *n;
-        slowest = slowest.max(*took);
-        let expected: [Option<Response>; 6] = [
-            Some(Ok(n * 2)),
-            Some(Ok(n + 1)),
-            (!n.is_multiple_of(2)).then_some(Ok(n)),
-            (!n.is_multiple_of(5)).then_some(Ok(n)),
-            Some(Err(format!("refused {n}"))),
-            None,
-        ];
-        if results.len() != expected.len() {
-            wrong += 1;
-            continue;
-        }
-        for (result, expected) in results.iter().zip(&expected) {
-            match (result, expected) {
-                (Ok(Ok(value)), Some(Ok(want))) if value == want => {
-                    healthy += 1;
-                }
-                (Ok(Err(message)), Some(Err(want))) if message == want => errors += 1,
-                (Err(ReceiverError::Panicked { message, .. }), None)
-                | (Err(ReceiverError::Panicked { message, .. }), Some(Ok(_)))
-                    if message == INTENTIONAL =>
-                {
-                    panics += 1
-                }
-                (Err(ReceiverError::TimedOut { .. }), None) => timeouts += 1,
-                _ => wrong += 1,
-            }
-        }
-        expected_healthy += expected.iter().filter(|e| matches!(e, Some(Ok(_)))).count() as u64;
-    }
+    let Tally {
+        sends: completed,
+        healthy,
+        expected_healthy,
+        panics,
+        errors,
+        timeouts,
+        wrong,
+        slowest,
+    } = tally;
     let expected_panics = (0..sends).filter(|n| n.is_multiple_of(2)).count() as u64
         + (0..sends).filter(|n| n.is_multiple_of(5)).count() as u64;
 
-    row.published = outcomes.len() as u64;
+    row.published = completed;
     row.delivered = healthy;
     row.lost = expected_healthy.saturating_sub(healthy);
     row.duplicates = 0;
     row.errors = panics + errors + timeouts;
     row.check(
-        outcomes.len() as u64 == sends,
-        format!("{} of {sends} sends completed", outcomes.len()),
+        completed == sends,
+        format!("{completed} of {sends} sends completed"),
     );
     row.check(
         wrong == 0,
@@ -232,7 +259,6 @@ pub async fn run(profile: Profile) -> Row {
         live_hanging == 0,
         format!("{live_hanging} abandoned receiver futures still alive"),
     );
-    drop(outcomes);
     let rss_after = rss_kib();
     row.note(format!(
         "{:.0} sends/s; slowest send {:.1} ms (deadline 20 ms); resident memory {} -> {} KiB; live arguments and abandoned futures afterwards: {live_args}, {live_hanging}",
