@@ -54,7 +54,7 @@ pub enum Data {
     Tuple(Vec<Data>),
     /// Keys of any shape.
     Map(Vec<(Data, Data)>),
-    /// Fields named from [`FIELDS`] (at most six).
+    /// Fields named from `FIELDS` (at most six).
     Struct(Vec<Data>),
     NewtypeStruct(Box<Data>),
     UnitVariant,

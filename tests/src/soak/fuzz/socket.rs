@@ -978,7 +978,7 @@ fn run_case(case: &Case, tally: &RefCell<Tally>) -> TestCaseResult {
 
 /// Runs this part; returns its load for the row.
 pub fn run(profile: Profile, seed: u64, row: &mut Row) -> String {
-    let cases = profile.pick(2_000, 60_000);
+    let cases = profile.pick(2_000, 100_000);
     let tally = RefCell::new(Tally::default());
     let mut runner = runner(seed, 1, cases, 2_000);
     run_cases(&mut runner, &case(), "core sockets", row, |case| {

@@ -7,7 +7,7 @@
 //!
 //! Checks: no connection task panics; every connection ends within a
 //! bound; a well-framed sequence ends the way the model of the protocol
-//! ([`super::socket::ConnModel`]) says, and a rejection reaches the client
+//! (`socket::ConnModel`) says, and a rejection reaches the client
 //! as a close frame with its code; frames sent to clients are TBone JSON;
 //! afterwards the channel's table holds only the well-behaved client, which
 //! received every event published meanwhile.
