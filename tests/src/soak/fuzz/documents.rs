@@ -611,7 +611,7 @@ pub fn run(
     runtime: &tokio::runtime::Runtime,
     row: &mut Row,
 ) -> String {
-    let cases = profile.pick(100, 1_000);
+    let cases = profile.pick(100, 500);
     let uri = match std::env::var("MONGODB_URI") {
         Ok(uri) if !uri.is_empty() => uri,
         _ => {
