@@ -119,6 +119,11 @@ async fn shutdown_ends_sse_streams_after_what_they_were_sent() {
     })
     .await
     .expect("the SSE stream did not end on shutdown");
+    // Model signals are process-wide: entries written by the other tests of
+    // this binary, running at the same time, may arrive too.
     let ids: Vec<String> = frames.iter().map(|f| id(&f["payload"]["data"])).collect();
-    assert_eq!(ids, [id(&created)], "the acknowledged entry, then the end");
+    assert!(
+        ids.contains(&id(&created)),
+        "the acknowledged entry must arrive before the end of the stream: {ids:?}"
+    );
 }
