@@ -100,41 +100,7 @@ fn fanout(c: &mut Criterion) {
     for n in [1usize, 100, 10_000] {
         group.throughput(Throughput::Elements((n * BATCH) as u64));
 
-        let counter = Counter::new();
-        let channel: MemoryChannel = rt.block_on(async {
-            let channel = ChannelBuilder::new(format!("bench-fanout-{n}"))
-                .open(Tokio::default(), MemoryBackend::new)
-                .expect("channel");
-            channel.kickoff().expect("kickoff");
-            channel
-        });
-        let carriers: Vec<Carrier> = rt.block_on(async {
-            (0..n)
-                .map(|_| {
-                    let carrier =
-                        Carrier::from_sink(CountingSink(counter.clone())).expect("carrier");
-                    channel.subscribe("e", &carrier).expect("subscribe");
-                    carrier
-                })
-                .collect()
-        });
-        group.bench_with_input(BenchmarkId::new("library", n), &n, |b, &n| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (channel, counter) = (channel.clone(), counter.clone());
-                async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let base = counter.seen.load(Ordering::Acquire);
-                        for i in 0..BATCH {
-                            channel.publish("e", &i).await.expect("publish");
-                        }
-                        counter.wait_for(base + n * BATCH).await;
-                    }
-                    start.elapsed()
-                }
-            })
-        });
-        drop(carriers);
+        queue_variant::<Tokio>(&mut group, &rt, "library", n);
 
         let counter = Counter::new();
         let (tx, _) = tokio::sync::broadcast::channel::<Bytes>(1024);
@@ -326,7 +292,7 @@ fn queue_variant<R: Runtime + Default>(
 ) {
     let counter = Counter::new();
     let (channel, carriers) = rt.block_on(async {
-        let channel = ChannelBuilder::new(format!("bench-queue-{name}"))
+        let channel = ChannelBuilder::new(format!("bench-queue-{name}-{n}"))
             .open(R::default(), MemoryBackend::new)
             .expect("channel");
         channel.kickoff().expect("kickoff");
