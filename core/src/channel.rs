@@ -669,10 +669,6 @@ async fn consume<B: Backend, R: Runtime>(
         let next = future::select(events.next(), flushes.next());
         match future::select(next, &mut stop).await {
             Either::Left((Either::Left((Some(event), _)), _)) => {
-                // Woken by the first event of a burst: let the publishers
-                // finish queueing the rest before taking them (one run per
-                // burst, not one per event), as the carriers' writers do.
-                yield_now().await;
                 if !inner.deliver_available(event, &mut events) {
                     tracing::debug!(channel = %inner.name, "backend event stream ended");
                     break;

@@ -22,14 +22,20 @@ use crate::{frame_data, frame_name, new_carrier, unique_name, within, TestRuntim
 /// inserts per second.
 pub const MONGO_WAIT: Duration = Duration::from_secs(30);
 
-/// The server to test against.
+/// The server to test against; fails the test when there is none.
 pub fn mongo_uri() -> String {
+    try_mongo_uri().unwrap_or_else(|missing| panic!("{missing}"))
+}
+
+/// The server to test against, or why there is none (for callers that
+/// report the failure themselves rather than panic).
+pub fn try_mongo_uri() -> Result<String, &'static str> {
     match std::env::var("MONGODB_URI") {
-        Ok(uri) if !uri.is_empty() => uri,
-        _ => panic!(
+        Ok(uri) if !uri.is_empty() => Ok(uri),
+        _ => Err(
             "MONGODB_URI is not set, so the MongoDB tests have no server. Run `scripts/test`, which \
              installs and starts a SecantusDB test server, or set MONGODB_URI=mongodb://HOST:PORT \
-             to use your own mongod."
+             to use your own mongod.",
         ),
     }
 }

@@ -612,14 +612,10 @@ pub fn run(
     row: &mut Row,
 ) -> String {
     let cases = profile.pick(100, 500);
-    let uri = match std::env::var("MONGODB_URI") {
-        Ok(uri) if !uri.is_empty() => uri,
-        _ => {
-            row.check(
-                false,
-                "documents: MONGODB_URI is not set, so there is no MongoDB server to write to. Run \
-                 `scripts/test`, or `eval \"$(scripts/mongo-test-server start)\" && export MONGODB_URI`",
-            );
+    let uri = match crate::mongo::try_mongo_uri() {
+        Ok(uri) => uri,
+        Err(missing) => {
+            row.check(false, format!("documents: {missing}"));
             return "documents: not run (no MongoDB)".into();
         }
     };
