@@ -50,7 +50,8 @@ pub enum OverflowPolicy {
     DropFrame,
 }
 
-/// Settings of one carrier.
+/// Settings of one carrier: plain data, set through the fields or the
+/// builder methods of the same names.
 ///
 /// ```
 /// use std::time::Duration;
@@ -60,13 +61,22 @@ pub enum OverflowPolicy {
 ///     .capacity(64)
 ///     .overflow(OverflowPolicy::DropFrame)
 ///     .close_timeout(Duration::from_millis(200));
-/// assert_eq!(config.get_capacity(), 64);
+/// assert_eq!(config.capacity, 64);
+/// assert_eq!(config.overflow, OverflowPolicy::DropFrame);
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct CarrierConfig {
-    capacity: usize,
-    overflow: OverflowPolicy,
-    close_timeout: Duration,
+    /// How many frames may wait for the sink (default 256; a capacity of 0
+    /// acts as 1).
+    pub capacity: usize,
+    /// What to do when the queue is full (default
+    /// [`OverflowPolicy::DropCarrier`]).
+    pub overflow: OverflowPolicy,
+    /// How long closing the sink (and writing what was queued, on a
+    /// graceful close) may take before it is abandoned (default 1 s), so a
+    /// stalled peer cannot keep a task alive.
+    pub close_timeout: Duration,
 }
 
 impl Default for CarrierConfig {
@@ -80,34 +90,22 @@ impl Default for CarrierConfig {
 }
 
 impl CarrierConfig {
-    /// How many frames may wait for the sink (default 256, at least 1).
+    /// Sets [`CarrierConfig::capacity`].
     pub fn capacity(mut self, frames: usize) -> Self {
-        self.capacity = frames.max(1);
+        self.capacity = frames;
         self
     }
 
-    /// What to do when the queue is full (default
-    /// [`OverflowPolicy::DropCarrier`]).
+    /// Sets [`CarrierConfig::overflow`].
     pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
         self.overflow = policy;
         self
     }
 
-    /// How long closing the sink may take before it is abandoned
-    /// (default 1 s), so a stalled peer cannot keep a task alive.
+    /// Sets [`CarrierConfig::close_timeout`].
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
         self
-    }
-
-    /// The queue capacity.
-    pub fn get_capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// The overflow policy.
-    pub fn get_overflow(&self) -> OverflowPolicy {
-        self.overflow
     }
 }
 
@@ -124,9 +122,17 @@ pub enum CloseReason {
     /// The peer (client) closed the connection.
     PeerClosed,
     /// The connection was refused for what the peer sent or did not send
-    /// (garbage, oversized message, no answer to pings): a websocket status
-    /// code and the reason sent with it.
+    /// (garbage, oversized message, no answer to pings), or let go by the
+    /// server (1001, going away; 1011, the application failed): a
+    /// websocket status code and the reason sent with it.
     Rejected(u16, String),
+    /// The application closed the connection
+    /// ([`SocketHandle::close`](crate::SocketHandle::close)) with this code
+    /// and reason.
+    Application(u16, String),
+    /// The connection failed under the socket (reset, ended without a close
+    /// frame): nobody is left to tell.
+    ConnectionLost(String),
 }
 
 impl CloseReason {
@@ -139,8 +145,12 @@ impl CloseReason {
                 close_code::POLICY,
                 "too slow: events were not read in time".into(),
             )),
-            CloseReason::Rejected(code, reason) => Some((*code, fit_close_reason(reason))),
-            CloseReason::SinkError(_) | CloseReason::PeerClosed => None,
+            CloseReason::Rejected(code, reason) | CloseReason::Application(code, reason) => {
+                Some((*code, fit_close_reason(reason)))
+            }
+            CloseReason::SinkError(_)
+            | CloseReason::PeerClosed
+            | CloseReason::ConnectionLost(_) => None,
         }
     }
 }
@@ -162,6 +172,10 @@ impl fmt::Display for CloseReason {
             CloseReason::SinkError(e) => write!(f, "its sink failed: {e}"),
             CloseReason::PeerClosed => f.write_str("closed by the peer"),
             CloseReason::Rejected(code, reason) => write!(f, "rejected with code {code}: {reason}"),
+            CloseReason::Application(code, reason) => {
+                write!(f, "closed by the application with code {code}: {reason}")
+            }
+            CloseReason::ConnectionLost(why) => write!(f, "the connection was lost: {why}"),
         }
     }
 }
@@ -197,6 +211,8 @@ pub mod close_code {
     pub const INVALID_PAYLOAD: u16 = 1007;
     /// The peer sent a message over the size limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The server (the application) failed.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// Longest reason a close frame can carry, in bytes (125 minus the code).
     pub const MAX_REASON: usize = 123;
 }
@@ -380,7 +396,7 @@ impl<R: Runtime> Carrier<R> {
         S: Sink<Outgoing> + Send + Unpin + 'static,
         S::Error: fmt::Display,
     {
-        let (tx, rx) = runtime.bounded(config.capacity);
+        let (tx, rx) = runtime.bounded(config.capacity.max(1));
         let flag = Arc::new(CloseFlag::default());
         let shared = Arc::new(Shared {
             id: CarrierId::next(),
@@ -425,7 +441,8 @@ impl<R: Runtime> Carrier<R> {
     /// frame: how a server shutting down lets its clients have what they
     /// were sent. The carrier leaves every channel at once, so nothing new
     /// is queued; writing the rest is bounded by the close timeout.
-    pub(crate) fn close_after_queued(&self, reason: CloseReason) {
+    /// Idempotent: the first reason wins.
+    pub fn close_after_queued(&self, reason: CloseReason) {
         self.shared.close_with(reason, true);
     }
 

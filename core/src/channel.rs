@@ -273,6 +273,12 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         &self.inner.name
     }
 
+    /// The runtime the channel's consumer (and the carriers of the sockets
+    /// served on it) run on.
+    pub fn runtime(&self) -> &R {
+        &self.inner.runtime
+    }
+
     /// The channel's backend.
     pub fn backend(&self) -> &B {
         &self.inner.backend

@@ -97,6 +97,12 @@ pub enum SubscribeError {
         /// The channel's name.
         channel: String,
     },
+    /// The socket is not served on a channel of that name.
+    #[error("no channel `{channel}` is served on this socket")]
+    UnknownChannel {
+        /// The name asked for.
+        channel: String,
+    },
     /// The carrier is closed (its socket died or it was dropped for
     /// overflow); make a new carrier for a new connection.
     #[error("{carrier} is closed ({reason}); create a new carrier")]

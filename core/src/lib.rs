@@ -64,15 +64,18 @@ mod export;
 mod frame;
 mod memory;
 pub mod model;
+pub mod multiplexer;
 mod payload;
 pub mod queue;
 mod registry;
 mod runtime;
 mod signal;
-mod socket;
+pub mod socket;
 mod subscriptions;
 pub mod tailing;
 pub mod testing;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 
 pub use backend::{Backend, BackendError, Event, EventStream};
 pub use carrier::{
@@ -88,7 +91,11 @@ pub use runtime::{QueueSender, Runtime, SpawnError, TrySendError};
 pub use signal::{
     Connection, ConnectionGuard, Receiver, ReceiverError, ReceiverKey, Sender, Senders, Signal,
 };
-pub use socket::{serve_socket, Authorize, Incoming, SocketOptions, READ_BUFFER_SIZE};
+pub use socket::{
+    serve_socket, Authorizer, Channels, ClientMessage, ConnectRequest, HandlerError,
+    HandshakeLimits, Incoming, Limits, MessageHandler, OriginPolicy, ReadError, Refusal, SendError,
+    SocketHandle, SocketOptions, READ_BUFFER_SIZE,
+};
 pub use subscriptions::Subscriptions;
 
 /// Re-exported so users of the runtime crates need no direct dependency.

@@ -1,7 +1,7 @@
 //! The few primitives a runtime crate supplies.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 
@@ -69,6 +69,14 @@ pub trait Runtime: Clone + Send + Sync + 'static {
 
     /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The current time on this runtime's clock: the time the socket
+    /// session's state machine is given, consistent with [`Runtime::sleep`].
+    /// The default is the system's monotonic clock; a runtime with virtual
+    /// time ([`ManualRuntime`](crate::testing::ManualRuntime)) returns its own.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
 
     /// A queue holding at most `capacity` items (at least one).
     fn bounded<T: Send + 'static>(&self, capacity: usize) -> (Self::Sender<T>, Self::Receiver<T>);

@@ -5,7 +5,7 @@ use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -24,7 +24,7 @@ use crate::runtime::{Runtime, SpawnError};
 /// and signals as in production, stepped deterministically.
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// use tbone_dispatch::testing::ManualRuntime;
 /// use tbone_dispatch::Runtime;
 ///
@@ -47,10 +47,22 @@ struct Inner {
     clock: Mutex<Clock>,
 }
 
-#[derive(Default)]
 struct Clock {
+    /// The instant that stands for time zero, so [`Runtime::now`] can
+    /// answer in `Instant`s.
+    start: Instant,
     now: Duration,
     sleepers: Vec<(Duration, Arc<Timer>)>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            start: Instant::now(),
+            now: Duration::ZERO,
+            sleepers: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -78,7 +90,7 @@ impl Wake for Flag {
 impl std::fmt::Debug for ManualRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ManualRuntime")
-            .field("now", &self.now())
+            .field("elapsed", &self.elapsed())
             .field("tasks", &self.task_count())
             .finish()
     }
@@ -163,8 +175,8 @@ impl ManualRuntime {
         self.run_until_stalled();
     }
 
-    /// Time elapsed on this runtime's clock.
-    pub fn now(&self) -> Duration {
+    /// Time elapsed on this runtime's clock since it was created.
+    pub fn elapsed(&self) -> Duration {
         lock(&self.inner.clock).now
     }
 
@@ -215,5 +227,12 @@ impl Runtime for ManualRuntime {
         capacity: usize,
     ) -> (queue::Sender<T>, queue::Receiver<T>) {
         queue::bounded(capacity)
+    }
+
+    /// The virtual clock: the instant of creation plus the time
+    /// [`ManualRuntime::advance`] moved forward.
+    fn now(&self) -> Instant {
+        let clock = lock(&self.inner.clock);
+        clock.start + clock.now
     }
 }

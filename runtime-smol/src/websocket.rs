@@ -1,4 +1,7 @@
-//! Websocket carriers on smol, over async-tungstenite (feature `websocket`).
+//! Websockets on smol, over async-tungstenite (feature `websocket`): the
+//! core's [`websocket`](tbone_dispatch::websocket) functions with this
+//! runtime filled in. The same functions exist, with the same names, in the
+//! other runtime crates.
 //!
 //! ```no_run
 //! use tbone_dispatch_smol::{websocket, MemoryChannel, SocketOptions};
@@ -13,7 +16,7 @@
 //!             let pubsub = pubsub.clone();
 //!             smol::spawn(async move {
 //!                 let options = SocketOptions::new(["resource_create"]);
-//!                 let _ = websocket::accept_and_serve_stream(tcp, &pubsub, options).await;
+//!                 let _ = websocket::accept_and_serve(tcp, &pubsub, options).await;
 //!             })
 //!             .detach();
 //!         }
@@ -21,6 +24,70 @@
 //! }
 //! ```
 
+use std::future::Future;
+
+use futures::{AsyncRead, AsyncWrite};
+use tbone_dispatch::websocket as generic;
+use tbone_dispatch::{Channels, CloseReason, HandshakeLimits, SocketOptions};
+
+pub use tbone_dispatch::websocket::{
+    async_tungstenite, config, incoming, outgoing, read_error, tungstenite, AcceptError, Error,
+    Rewind, WebSocketStream,
+};
+
 use crate::Smol;
 
-tbone_dispatch::websocket_glue!(Smol);
+/// A connection accepted on byte stream `S`.
+pub type Accepted<S> = generic::Accepted<Smol, S>;
+
+/// Accepts a websocket: the upgrade request checked (origin,
+/// authorization: refused with an HTTP status), the socket subscribed, the
+/// handshake completed within the options' limits. See
+/// [`tbone_dispatch::websocket::accept`].
+pub async fn accept<S>(
+    stream: S,
+    channels: impl Into<Channels<Smol>>,
+    options: SocketOptions,
+) -> Result<Accepted<S>, AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    generic::accept(stream, channels, options).await
+}
+
+/// The whole task of one connection: [`accept`], then serve until the
+/// socket closes.
+pub fn accept_and_serve<S>(
+    stream: S,
+    channels: impl Into<Channels<Smol>>,
+    options: SocketOptions,
+) -> impl Future<Output = Result<CloseReason, AcceptError>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    generic::accept_and_serve(stream, channels, options)
+}
+
+/// A bare handshake with `limits`, for a hand-written serving loop.
+pub async fn handshake<S>(
+    stream: S,
+    limits: HandshakeLimits,
+) -> Result<WebSocketStream<S>, AcceptError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    generic::handshake(&Smol::default(), stream, limits).await
+}
+
+/// Serves an already upgraded websocket until it closes (no upgrade
+/// request: no origin check).
+pub fn serve<S>(
+    socket: WebSocketStream<S>,
+    channels: impl Into<Channels<Smol>>,
+    options: SocketOptions,
+) -> impl Future<Output = CloseReason>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    generic::serve(socket, channels, options)
+}

@@ -1,41 +1,75 @@
-//! The axum `WebSocket` carrier: TBone's Sanic/aiohttp carriers, for axum
-//! (feature `axum`).
+//! Sockets on axum (feature `axum`): TBone's Sanic/aiohttp carriers, for
+//! axum, full-duplex.
+//!
+//! [`SocketUpgrade`] is the extractor (axum's `WebSocketUpgrade` plus the
+//! upgrade request), [`SocketUpgrade::serve`] the whole handler: the origin
+//! policy and the application's [`Authorizer`](tbone_dispatch::Authorizer)
+//! decide before the upgrade (a refused client gets the HTTP status), the
+//! socket is subscribed before the handshake response goes out, then it is
+//! served until it closes. [`router_multiplexer`] answers TBone's requests
+//! over the socket through the application's own `Router`, so every REST
+//! route is reachable over the socket with no extra code.
 //!
 //! ```no_run
-//! use axum::extract::{State, WebSocketUpgrade};
+//! use axum::extract::State;
 //! use axum::routing::get;
-//! use tbone_dispatch_tokio::{axum_socket, MemoryChannel, SocketOptions};
+//! use axum::{Json, Router};
+//! use tbone_dispatch_tokio::axum_socket::{router_multiplexer, SocketUpgrade};
+//! use tbone_dispatch_tokio::{MemoryChannel, SocketOptions};
 //!
-//! async fn events(ws: WebSocketUpgrade, State(pubsub): State<MemoryChannel>) -> axum::response::Response {
-//!     let options = SocketOptions::new(["resource_create", "resource_update", "resource_delete"]);
-//!     axum_socket::upgrade(ws, pubsub, options)
+//! #[derive(Clone)]
+//! struct App {
+//!     pubsub: MemoryChannel,
+//!     api: Router,
+//! }
+//!
+//! async fn events(ws: SocketUpgrade, State(app): State<App>) -> axum::response::Response {
+//!     let options = SocketOptions::new(["resource_create", "resource_update", "resource_delete"])
+//!         .on_message(router_multiplexer(app.api.clone()));
+//!     ws.serve(&app.pubsub, options).await
 //! }
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let pubsub = MemoryChannel::named("pubsub")?;
 //!     pubsub.kickoff()?;
-//!     let app = axum::Router::new().route("/ws/", get(events)).with_state(pubsub);
+//!     let api = Router::new().route("/api/time/", get(|| async { Json(42) }));
+//!     let app = Router::new()
+//!         .route("/ws/", get(events))
+//!         .with_state(App { pubsub, api: api.clone() })
+//!         .merge(api);
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
 //!     axum::serve(listener, app).await?;
 //!     Ok(())
 //! }
 //! ```
 
+use std::future::Future;
+
+use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tbone_dispatch::multiplexer::{self, Multiplexer, Request, Routes};
+use tbone_dispatch::socket::Connection;
 use tbone_dispatch::{
-    serve_socket, Backend, Channel, CloseReason, Incoming, Outgoing, SocketOptions,
+    serve_socket, Channels, CloseReason, ConnectRequest, Incoming, Outgoing, ReadError, Refusal,
+    SocketHandle, SocketOptions, READ_BUFFER_SIZE,
 };
+use tower::ServiceExt;
 
 use crate::Tokio;
 
-/// What the serving loop needs to know of a message from the client.
+/// What the session needs to know of a message from the client.
 pub fn incoming(message: Message) -> Incoming {
     match message {
         Message::Text(text) => Incoming::Text(text.as_str().to_owned()),
-        Message::Binary(bytes) => Incoming::Binary(bytes.len()),
+        Message::Binary(bytes) => Incoming::Binary(bytes),
         Message::Close(_) => Incoming::Close,
         Message::Ping(_) | Message::Pong(_) => Incoming::Alive,
     }
@@ -57,36 +91,193 @@ pub fn outgoing(item: Outgoing) -> Message {
     }
 }
 
-/// Serves an upgraded axum socket on `channel` until it closes. Set the
-/// size limits on the upgrade ([`upgrade`] does).
-pub async fn serve<B: Backend>(
-    socket: WebSocket,
-    channel: &Channel<B, Tokio>,
-    options: SocketOptions,
-) -> CloseReason {
-    let (sink, stream) = socket.split();
-    let sink = sink.with(|item| futures::future::ready(Ok::<_, axum::Error>(outgoing(item))));
-    let stream = stream.map(|message| message.map(incoming));
-    serve_socket(&Tokio::default(), channel, sink, stream, options).await
+/// The kind of a read error, from the tungstenite error inside axum's.
+pub fn read_error(error: axum::Error) -> ReadError {
+    use axum_tungstenite::Error as WsError;
+    let inner = error.into_inner();
+    match inner.downcast::<WsError>() {
+        Ok(typed) => match *typed {
+            WsError::Utf8(why) => ReadError::InvalidUtf8(why),
+            WsError::Capacity(why) => ReadError::TooBig(why.to_string()),
+            WsError::Protocol(why) => ReadError::Protocol(why.to_string()),
+            WsError::Io(why) => ReadError::ConnectionLost(why.to_string()),
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                ReadError::ConnectionLost("the connection is closed".into())
+            }
+            other => ReadError::Protocol(other.to_string()),
+        },
+        // An axum that moved to another tungstenite: still a failed read.
+        Err(other) => ReadError::Protocol(other.to_string()),
+    }
 }
 
-/// Answers a websocket upgrade request: applies the options' size limits
-/// (and a [`READ_BUFFER_SIZE`](tbone_dispatch::READ_BUFFER_SIZE) read
-/// buffer instead of 128 KiB) and serves the
-/// socket on `channel` until it closes. The whole handler is
-/// this one call.
-pub fn upgrade<B: Backend>(
+/// The upgrade request as the core sees it.
+pub fn connect_request(uri: &Uri, headers: &HeaderMap) -> ConnectRequest {
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut request = ConnectRequest::new(target);
+    for (name, value) in headers {
+        request.push_header(name.as_str(), &String::from_utf8_lossy(value.as_bytes()));
+    }
+    request
+}
+
+/// The HTTP answer for a refused connection.
+pub fn refusal_response(refusal: &Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+    (status, refusal.reason().to_string()).into_response()
+}
+
+/// An axum extractor for a websocket request: axum's `WebSocketUpgrade`
+/// and the upgrade request (path, query, headers, cookies) that the origin
+/// policy and the authorizer judge. A request that is not a websocket
+/// upgrade is rejected by axum's own rejection.
+#[derive(Debug)]
+pub struct SocketUpgrade {
     upgrade: WebSocketUpgrade,
-    channel: Channel<B, Tokio>,
+    request: ConnectRequest,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for SocketUpgrade {
+    type Rejection = WebSocketUpgradeRejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let upgrade = WebSocketUpgrade::from_request_parts(parts, state).await?;
+        let request = connect_request(&parts.uri, &parts.headers);
+        Ok(SocketUpgrade { upgrade, request })
+    }
+}
+
+impl SocketUpgrade {
+    /// The upgrade request.
+    pub fn request(&self) -> &ConnectRequest {
+        &self.request
+    }
+
+    /// Answers the request: refused (origin policy, authorizer) with the
+    /// refusal's HTTP status, or subscribed and upgraded, then served on
+    /// `channels` until it closes, with the options' size limits and a
+    /// [`READ_BUFFER_SIZE`] read buffer. The whole handler is this call.
+    pub async fn serve(
+        self,
+        channels: impl Into<Channels<Tokio>>,
+        options: SocketOptions,
+    ) -> Response {
+        let max = options.handshake_limits().max_message_size();
+        let connection = match Connection::open(channels, options, self.request).await {
+            Ok(connection) => connection,
+            Err(refusal) => return refusal_response(&refusal),
+        };
+        self.upgrade
+            .read_buffer_size(READ_BUFFER_SIZE)
+            .max_message_size(max)
+            .max_frame_size(max)
+            .on_failed_upgrade(|error| tracing::debug!(%error, "websocket upgrade failed"))
+            .on_upgrade(move |socket| async move {
+                let reason = serve_connection(connection, socket).await;
+                tracing::debug!(%reason, "websocket closed");
+            })
+    }
+}
+
+fn serve_connection(
+    connection: Connection<Tokio>,
+    socket: WebSocket,
+) -> impl Future<Output = CloseReason> {
+    let (sink, stream) = socket.split();
+    let sink = sink.with(|item| futures::future::ready(Ok::<_, axum::Error>(outgoing(item))));
+    let stream = stream.map(|message| message.map(incoming).map_err(read_error));
+    connection.serve(sink, stream)
+}
+
+/// Serves an upgraded axum socket on `channels` until it closes (no
+/// upgrade request: prefer [`SocketUpgrade::serve`], which also checks the
+/// origin and authorizes before the upgrade). Set the size limits on the
+/// upgrade.
+pub fn serve(
+    socket: WebSocket,
+    channels: impl Into<Channels<Tokio>>,
     options: SocketOptions,
-) -> Response {
-    let max = options.get_max_message_size();
-    upgrade
-        .read_buffer_size(tbone_dispatch::READ_BUFFER_SIZE)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| async move {
-            let reason = serve(socket, &channel, options).await;
-            tracing::debug!(%reason, "websocket closed");
-        })
+) -> impl Future<Output = CloseReason> {
+    let (sink, stream) = socket.split();
+    let sink = sink.with(|item| futures::future::ready(Ok::<_, axum::Error>(outgoing(item))));
+    let stream = stream.map(|message| message.map(incoming).map_err(read_error));
+    serve_socket(channels, sink, stream, options)
+}
+
+/// Largest response body read from the router for one request, in bytes.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// TBone's requests answered by an axum `Router`: each request becomes an
+/// HTTP request (method, `href` with `args` in the query, the message's
+/// headers, the JSON body) to the router, with the upgrade request's
+/// `Cookie` and `Authorization` headers unless the message sets its own,
+/// so a route sees the same client over the socket as over HTTP. The
+/// response's status is the answer's; its JSON body is the payload (text
+/// if it is not JSON, `null` if empty).
+#[derive(Clone, Debug)]
+pub struct RouterRoutes {
+    router: axum::Router,
+}
+
+impl RouterRoutes {
+    /// Routes through `router` (with its state applied).
+    pub fn new(router: axum::Router) -> Self {
+        RouterRoutes { router }
+    }
+}
+
+/// The [`Multiplexer`] over `router`: set it with
+/// [`SocketOptions::on_message`].
+pub fn router_multiplexer(router: axum::Router) -> Multiplexer<RouterRoutes> {
+    Multiplexer::new(RouterRoutes::new(router))
+}
+
+impl Routes for RouterRoutes {
+    async fn route(&self, request: Request, socket: SocketHandle) -> multiplexer::Response {
+        let mut builder = axum::http::Request::builder()
+            .method(request.method())
+            .uri(request.uri());
+        let own: Vec<(&str, String)> = request.headers().collect();
+        for name in [header::COOKIE.as_str(), header::AUTHORIZATION.as_str()] {
+            let overridden = own.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+            if let (false, Some(value)) = (overridden, socket.request().header_value(name)) {
+                builder = builder.header(name, value);
+            }
+        }
+        for (name, value) in &own {
+            builder = builder.header(*name, value.as_str());
+        }
+        let body = match request.body() {
+            Some(body) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                Body::from(body.to_string())
+            }
+            None => Body::empty(),
+        };
+        let http_request = match builder.body(body) {
+            Ok(http_request) => http_request,
+            Err(error) => {
+                return multiplexer::Response::error(400, format!("not a valid request: {error}"))
+            }
+        };
+        let response = match self.router.clone().oneshot(http_request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status().as_u16();
+        let bytes = match axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES).await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a route's response for a socket request");
+                return multiplexer::Response::error(500, "the route's response could not be read");
+            }
+        };
+        let payload = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        multiplexer::Response::new(status, payload)
+    }
 }

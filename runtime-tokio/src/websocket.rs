@@ -1,5 +1,8 @@
-//! Websocket carriers on tokio, over async-tungstenite (feature
-//! `websocket`). For axum, see `axum_socket`.
+//! Websockets on tokio, over async-tungstenite (feature `websocket`): the
+//! core's [`websocket`](tbone_dispatch::websocket) functions for tokio byte
+//! streams (a `TcpStream`). The same functions exist, with the same names,
+//! in `tbone-dispatch-async-std` and `tbone-dispatch-smol`. For axum, see
+//! `axum_socket`.
 //!
 //! ```no_run
 //! use tbone_dispatch_tokio::{websocket, MemoryChannel, SocketOptions};
@@ -20,37 +23,72 @@
 //! }
 //! ```
 
+use std::future::Future;
+
 use async_tungstenite::tokio::TokioAdapter;
+use tbone_dispatch::websocket as generic;
+use tbone_dispatch::{Channels, CloseReason, HandshakeLimits, SocketOptions};
+
+pub use tbone_dispatch::websocket::{
+    async_tungstenite, config, incoming, outgoing, read_error, tungstenite, AcceptError, Error,
+    Rewind, WebSocketStream,
+};
 
 use crate::Tokio;
 
-tbone_dispatch::websocket_glue!(Tokio);
+/// A connection accepted on a tokio byte stream `S`.
+pub type Accepted<S> = generic::Accepted<Tokio, TokioAdapter<S>>;
 
-/// Completes the server handshake on a tokio byte stream (a `TcpStream`),
-/// with the options' size limits.
+/// Accepts a websocket on a tokio byte stream: the upgrade request checked
+/// (origin, authorization: refused with an HTTP status), the socket
+/// subscribed, the handshake completed within the options' limits. See
+/// [`tbone_dispatch::websocket::accept`].
 pub async fn accept<S>(
     stream: S,
-    options: &tbone_dispatch::SocketOptions,
-) -> Result<WebSocketStream<TokioAdapter<S>>, WsError>
+    channels: impl Into<Channels<Tokio>>,
+    options: SocketOptions,
+) -> Result<Accepted<S>, AcceptError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    generic::accept(TokioAdapter::new(stream), channels, options).await
+}
+
+/// The whole task of one connection on a tokio byte stream: [`accept`],
+/// then serve until the socket closes.
+pub fn accept_and_serve<S>(
+    stream: S,
+    channels: impl Into<Channels<Tokio>>,
+    options: SocketOptions,
+) -> impl Future<Output = Result<CloseReason, AcceptError>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    generic::accept_and_serve(TokioAdapter::new(stream), channels, options)
+}
+
+/// A bare handshake with `limits`, for a hand-written serving loop.
+pub async fn handshake<S>(
+    stream: S,
+    limits: HandshakeLimits,
+) -> Result<WebSocketStream<TokioAdapter<S>>, AcceptError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    accept_stream(TokioAdapter::new(stream), options).await
+    generic::handshake(&Tokio::default(), TokioAdapter::new(stream), limits).await
 }
 
-/// The whole task of one connection on a tokio byte stream: the handshake
-/// ([`accept`]), then [`serve`] until the socket closes (see
-/// [`accept_and_serve_stream`]).
-pub fn accept_and_serve<'a, S, B>(
-    stream: S,
-    channel: &'a tbone_dispatch::Channel<B, Tokio>,
-    options: tbone_dispatch::SocketOptions,
-) -> impl std::future::Future<Output = Result<tbone_dispatch::CloseReason, WsError>> + 'a
+/// Serves an already upgraded websocket until it closes (no upgrade
+/// request: no origin check).
+pub fn serve<S>(
+    socket: WebSocketStream<TokioAdapter<S>>,
+    channels: impl Into<Channels<Tokio>>,
+    options: SocketOptions,
+) -> impl Future<Output = CloseReason>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    B: tbone_dispatch::Backend,
 {
-    accept_and_serve_stream(TokioAdapter::new(stream), channel, options)
+    generic::serve(socket, channels, options)
 }
 
 #[cfg(test)]
@@ -59,7 +97,7 @@ mod tests {
 
     use tbone_dispatch::SocketOptions;
 
-    use super::{accept, WsError};
+    use super::{handshake, AcceptError};
 
     /// Found by the soak suite's fuzzing: a client that connected and sent
     /// nothing kept its connection task waiting for the upgrade request
@@ -73,12 +111,15 @@ mod tests {
         let limit = Duration::from_millis(100);
         let options = SocketOptions::new(["e"]).handshake_timeout(limit);
         let started = Instant::now();
-        let accepted = tokio::time::timeout(Duration::from_secs(5), accept(tcp, &options))
-            .await
-            .expect("the handshake ends within its timeout");
+        let accepted = tokio::time::timeout(
+            Duration::from_secs(5),
+            handshake(tcp, options.handshake_limits()),
+        )
+        .await
+        .expect("the handshake ends within its timeout");
         let error = accepted.expect_err("no handshake can have completed");
         assert!(
-            matches!(&error, WsError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut),
+            matches!(error, AcceptError::TimedOut(t) if t == limit),
             "{error}"
         );
         assert!(started.elapsed() >= limit);

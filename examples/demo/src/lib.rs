@@ -55,7 +55,6 @@ pub use config::{redact_uri, ArgsError, Command, Config, MongoConfig, USAGE};
 pub use entry::{Entry, EntryPatch, ValidationError};
 pub use state::{AppState, Entries, MemoryState, MongoState, StartError};
 pub use storage::{EntryRecord, MemoryStorage, MongoStorage, Storage, StorageError};
-pub use ws::ws_handler;
 
 /// Largest accepted request body: an entry is at most ~8 KiB of JSON.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -100,17 +99,36 @@ async fn log_request(request: Request, next: Next) -> Response {
 /// (each also without its trailing slash). Unknown routes answer 404,
 /// wrong methods 405 and bodies over [`MAX_BODY_BYTES`] 413, all as JSON.
 pub fn app<B: Backend>(state: AppState<B>) -> Router {
+    let api = api_routes(state.clone());
+    let socket = {
+        let (state, api) = (state.clone(), api.clone());
+        get(move |ws| {
+            let (channel, closing) = (state.channel().clone(), state.closing());
+            ws::upgrade(ws, channel, api.clone(), closing)
+        })
+    };
+    Router::new()
+        .route("/", get(index))
+        .route("/ws/", socket.clone())
+        .route("/ws", socket)
+        .route("/sse/", get(sse::events::<B>))
+        .route("/sse", get(sse::events::<B>))
+        .with_state(state)
+        .merge(api)
+        .layer(middleware::from_fn(log_request))
+}
+
+/// The REST resource `/api/entries/...` alone, with its state: served over
+/// HTTP by [`app`], and over each websocket by TBone's request messages.
+/// Unknown routes answer 404, wrong methods 405 and bodies over
+/// [`MAX_BODY_BYTES`] 413, all as JSON.
+pub fn api_routes<B: Backend>(state: AppState<B>) -> Router {
     let collection = get(api::list).post(api::create);
     let item = get(api::read)
         .put(api::replace)
         .patch(api::update)
         .delete(api::delete);
     Router::new()
-        .route("/", get(index))
-        .route("/ws/", get(ws::upgrade::<B>))
-        .route("/ws", get(ws::upgrade::<B>))
-        .route("/sse/", get(sse::events::<B>))
-        .route("/sse", get(sse::events::<B>))
         .route("/api/entries/", collection.clone())
         .route("/api/entries", collection)
         .route("/api/entries/{id}/", item.clone())
@@ -118,7 +136,6 @@ pub fn app<B: Backend>(state: AppState<B>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 

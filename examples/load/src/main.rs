@@ -436,7 +436,7 @@ fn serve_async_std(publisher: Publisher, addr_tx: &AddrTx) -> Result<(), BoxErro
             |tcp: async_std::net::TcpStream, channel| async move {
                 let _ = tcp.set_nodelay(true);
                 let options = SocketOptions::new(["load"]);
-                let _ = websocket::accept_and_serve_stream(tcp, &channel, options).await;
+                let _ = websocket::accept_and_serve(tcp, &channel, options).await;
             },
         )
         .await
@@ -455,7 +455,7 @@ fn serve_smol(publisher: Publisher, addr_tx: &AddrTx) -> Result<(), BoxError> {
             |tcp: smol::net::TcpStream, channel| async move {
                 let _ = tcp.set_nodelay(true);
                 let options = SocketOptions::new(["load"]);
-                let _ = websocket::accept_and_serve_stream(tcp, &channel, options).await;
+                let _ = websocket::accept_and_serve(tcp, &channel, options).await;
             },
         )
         .await

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let pubsub = pubsub.clone();
             smol::spawn(async move {
                 let options = SocketOptions::new(["tick"]).control_messages(true);
-                let _ = websocket::accept_and_serve_stream(tcp, &pubsub, options).await;
+                let _ = websocket::accept_and_serve(tcp, &pubsub, options).await;
             })
             .detach();
         }

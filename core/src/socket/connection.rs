@@ -1,0 +1,546 @@
+//! Driving a [`Session`] on a [`Runtime`]: the one place where a served
+//! socket meets tasks, timers and its carrier.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use futures::future::{self, BoxFuture, Either};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+
+use super::authorize::{Client, ConnectRequest, DynAuthorizer, Refusal};
+use super::channels::Channels;
+use super::handler::{DynHandler, SendError, SocketHandle, SocketOps};
+use super::late_sink::{BoxSink, LateSink, SinkFailure};
+use super::options::SocketOptions;
+use super::session::{
+    Action, ClientMessage, HandlerOutcome, Incoming, ReadError, Session, SubscribeOutcome,
+};
+use crate::carrier::{CloseReason, Outgoing};
+use crate::{Carrier, CarrierId, Frame, Runtime, SubscribeError};
+
+/// Most client messages read in one go before the connection's task lets
+/// others run.
+const READS_PER_POLL: usize = 64;
+
+/// A socket connection that is authorized and subscribed, waiting for its
+/// websocket: [`Connection::open`] runs before the upgrade (so a refused
+/// client gets an HTTP status, and every event published after the
+/// handshake response reaches the client), [`Connection::serve`] after it.
+///
+/// The runtime glue (`websocket::accept` of each runtime crate, the axum
+/// integration) does both; use this type to serve sockets of another
+/// websocket library.
+///
+/// ```
+/// use futures::channel::mpsc;
+/// use tbone_dispatch::testing::ManualRuntime;
+/// use tbone_dispatch::socket::Connection;
+/// use tbone_dispatch::{ChannelBuilder, ConnectRequest, Incoming, MemoryBackend, Outgoing, ReadError, SocketOptions};
+///
+/// let runtime = ManualRuntime::new();
+/// let pubsub = ChannelBuilder::new("doc-connection").open(runtime.clone(), MemoryBackend::new).unwrap();
+/// pubsub.kickoff().unwrap();
+///
+/// let request = ConnectRequest::new("/ws/").header("Origin", "https://evil.example").header("Host", "app.example");
+/// let refused = runtime.run(Connection::open(&pubsub, SocketOptions::new(["e"]), request)).unwrap();
+/// assert_eq!(refused.unwrap_err().status(), 403);
+///
+/// let connection = runtime.run(Connection::open(&pubsub, SocketOptions::new(["e"]), ConnectRequest::new("/ws/"))).unwrap().unwrap();
+/// assert_eq!(pubsub.subscriber_count("e"), 1); // before any socket exists
+/// let (sink, _client) = mpsc::unbounded::<Outgoing>();
+/// let (_incoming, stream) = mpsc::unbounded::<Result<Incoming, ReadError>>();
+/// let _serving = connection.serve(sink, stream);
+/// ```
+pub struct Connection<R: Runtime> {
+    carrier: CloseOnDrop<R>,
+    attach: futures::channel::oneshot::Sender<BoxSink>,
+    channels: Channels<R>,
+    options: SocketOptions,
+    client: Option<Client>,
+    request: ConnectRequest,
+}
+
+impl<R: Runtime> fmt::Debug for Connection<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("carrier", &self.carrier.0)
+            .field("channels", &self.channels)
+            .field("request", &self.request)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Runtime> Connection<R> {
+    /// Decides whether the client of `request` may connect (the origin
+    /// policy, then the authorization hook) and subscribes a new carrier to
+    /// the events of `options` it may receive. The carrier holds frames
+    /// until [`Connection::serve`] gives it the socket. A [`Refusal`] is the
+    /// HTTP answer to send instead of upgrading.
+    pub async fn open(
+        channels: impl Into<Channels<R>>,
+        options: SocketOptions,
+        request: ConnectRequest,
+    ) -> Result<Self, Refusal> {
+        let channels = channels.into();
+        options.origin_policy().check(&request)?;
+        let client = match options.authorizer() {
+            Some(authorizer) => Some(authorizer.connect(&request).await?),
+            None => None,
+        };
+        let (attach, sink) = LateSink::new();
+        let carrier =
+            Carrier::with_control(channels.runtime(), sink, options.carrier_config().clone())
+                .map_err(|error| {
+                    Refusal::unavailable(format!("cannot serve the socket: {error}"))
+                })?;
+        let carrier = CloseOnDrop(carrier);
+        let names = channels.shared_names();
+        for initial in options.initial_events() {
+            let index = channels.index(initial.channel.as_deref()).map_err(|error| {
+                tracing::error!(%error, "socket options name a channel the socket is not served on");
+                Refusal::new(500, "the server is misconfigured")
+            })?;
+            if let (Some(authorizer), Some(client)) = (options.authorizer(), &client) {
+                let channel = names.get(index).map_or("", |n| &**n);
+                if !authorizer.allow(&**client, channel, &initial.event).await {
+                    continue;
+                }
+            }
+            channels
+                .subscribe(index, &initial.event, &carrier.0)
+                .map_err(|error| match error {
+                    SubscribeError::Stopped { .. } => Refusal::unavailable(error.to_string()),
+                    other => {
+                        tracing::error!(error = %other, "cannot subscribe a socket");
+                        Refusal::new(500, other.to_string())
+                    }
+                })?;
+        }
+        Ok(Connection {
+            carrier,
+            attach,
+            channels,
+            options,
+            client,
+            request,
+        })
+    }
+
+    /// The connection's carrier: where its events (and replies) queue.
+    pub fn carrier(&self) -> &Carrier<R> {
+        &self.carrier.0
+    }
+
+    /// The upgrade request it was opened with.
+    pub fn request(&self) -> &ConnectRequest {
+        &self.request
+    }
+
+    /// Serves the socket whose halves are `sink` and `stream` until it
+    /// closes, and returns why. The carrier starts writing to `sink` (the
+    /// frames it held first); `stream` is read by the [`Session`].
+    /// Dropping the returned future closes the connection.
+    //
+    // Not an `async fn`: its arguments would stay in the future for the
+    // whole connection, and an idle connection's memory is mostly this
+    // future.
+    pub fn serve<Si, St>(self, sink: Si, stream: St) -> impl Future<Output = CloseReason>
+    where
+        Si: Sink<Outgoing> + Send + 'static,
+        Si::Error: Into<SinkFailure>,
+        St: Stream<Item = Result<Incoming, ReadError>> + Unpin,
+    {
+        let Connection {
+            carrier,
+            attach,
+            channels,
+            options,
+            client,
+            request,
+        } = self;
+        let sink: BoxSink = Box::pin(sink.sink_map_err(Into::into));
+        // A refused attach means the carrier is already closed.
+        let _ = attach.send(sink);
+        let runtime = channels.runtime().clone();
+        let session = Session::new(&options, channels.shared_names(), runtime.now());
+        let handler = options.handler().cloned();
+        let handle = handler.as_ref().map(|_| {
+            SocketHandle::new(Arc::new(HandleOps {
+                carrier: carrier.0.clone(),
+                channels: channels.clone(),
+                request,
+                client: client.clone(),
+            }))
+        });
+        let going_away = going_away(&channels, &options);
+        let driver = Driver {
+            session,
+            carrier,
+            channels,
+            authorizer: options.authorizer().cloned(),
+            client,
+            handler: handler.zip(handle),
+            runtime,
+        };
+        driver.run(stream, going_away)
+    }
+}
+
+/// Resolves with why the server is letting the socket go: its shutdown
+/// future, or one of its channels stopping.
+fn going_away<R: Runtime>(
+    channels: &Channels<R>,
+    options: &SocketOptions,
+) -> BoxFuture<'static, String> {
+    let stopped = channels
+        .stopped()
+        .map(|name| format!("the channel `{name}` stopped"));
+    match options.shutdown().cloned() {
+        None => stopped.boxed(),
+        Some(shutdown) => future::select(shutdown, stopped)
+            .map(|either| match either {
+                Either::Left(_) => "the server is shutting down".to_string(),
+                Either::Right((why, _)) => why,
+            })
+            .boxed(),
+    }
+}
+
+/// Closes the carrier when dropped, served or not (closing twice keeps the
+/// first reason): a connection that never got its socket leaves every
+/// channel.
+struct CloseOnDrop<R: Runtime>(Carrier<R>);
+
+impl<R: Runtime> Drop for CloseOnDrop<R> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+struct Driver<R: Runtime> {
+    session: Session,
+    carrier: CloseOnDrop<R>,
+    channels: Channels<R>,
+    authorizer: Option<Arc<dyn DynAuthorizer>>,
+    client: Option<Client>,
+    handler: Option<(Arc<dyn DynHandler>, SocketHandle)>,
+    runtime: R,
+}
+
+impl<R: Runtime> Driver<R> {
+    async fn run<St>(
+        mut self,
+        mut stream: St,
+        going_away: BoxFuture<'static, String>,
+    ) -> CloseReason
+    where
+        St: Stream<Item = Result<Incoming, ReadError>> + Unpin,
+    {
+        let mut going_away = going_away;
+        let mut closed = pin!(self.carrier.0.closed());
+        let mut timer: Option<(Instant, BoxFuture<'static, ()>)> = None;
+        let mut subscribing: Option<BoxFuture<'static, SubscribeOutcome>> = None;
+        // Made on the first message: an idle socket should not pay for it.
+        let mut handlers: Option<FuturesUnordered<BoxFuture<'static, HandlerOutcome>>> = None;
+        future::poll_fn(|cx| {
+            let mut reads = 0;
+            loop {
+                while let Some(action) = self.session.poll_action() {
+                    self.perform(action, &mut subscribing, &mut handlers);
+                }
+                if self.session.is_closed() {
+                    return Poll::Ready(());
+                }
+                if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
+                    self.session.handle_carrier_closed(reason);
+                    continue;
+                }
+                if let Poll::Ready(why) = going_away.poll_unpin(cx) {
+                    self.session.go_away(why);
+                    continue;
+                }
+                if let Some(Poll::Ready(outcome)) = subscribing.as_mut().map(|s| s.poll_unpin(cx)) {
+                    subscribing = None;
+                    self.session.subscribe_finished(outcome);
+                    continue;
+                }
+                if let Some(running) = handlers.as_mut().filter(|h| !h.is_empty()) {
+                    if let Poll::Ready(Some(outcome)) = running.poll_next_unpin(cx) {
+                        self.session.handler_finished(outcome);
+                        continue;
+                    }
+                }
+                match self.session.poll_timeout() {
+                    None => timer = None,
+                    Some(due) => {
+                        if timer.as_ref().is_none_or(|(at, _)| *at != due) {
+                            let wait = due.saturating_duration_since(self.runtime.now());
+                            timer = Some((due, self.runtime.sleep(wait).boxed()));
+                        }
+                        if let Some((_, sleep)) = timer.as_mut() {
+                            if sleep.poll_unpin(cx).is_ready() {
+                                timer = None;
+                                // The runtime's timer says `due` has come.
+                                self.session.handle_timeout(self.runtime.now().max(due));
+                                continue;
+                            }
+                        }
+                    }
+                }
+                if self.session.wants_read() {
+                    if reads == READS_PER_POLL {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    match stream.poll_next_unpin(cx) {
+                        Poll::Ready(Some(Ok(message))) => {
+                            reads += 1;
+                            self.session.handle_message(self.runtime.now(), message);
+                            continue;
+                        }
+                        Poll::Ready(Some(Err(error))) => {
+                            self.session.handle_read_error(error);
+                            continue;
+                        }
+                        Poll::Ready(None) => {
+                            self.session.handle_end_of_stream();
+                            continue;
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                return Poll::Pending;
+            }
+        })
+        .await;
+        let reason = self
+            .session
+            .close_reason()
+            .cloned()
+            .unwrap_or(CloseReason::Closed);
+        self.carrier.0.close_reason().unwrap_or(reason)
+    }
+
+    fn perform(
+        &mut self,
+        action: Action,
+        subscribing: &mut Option<BoxFuture<'static, SubscribeOutcome>>,
+        handlers: &mut Option<FuturesUnordered<BoxFuture<'static, HandlerOutcome>>>,
+    ) {
+        let carrier = &self.carrier.0;
+        match action {
+            Action::Subscribe { channel, event } => {
+                *subscribing = Some(self.subscribe(channel, event));
+            }
+            Action::Unsubscribe { channel, event } => {
+                self.channels.unsubscribe(channel, &event, carrier);
+            }
+            Action::Send(frame) => {
+                carrier.send_frame(frame);
+            }
+            Action::Ping => {
+                carrier.ping();
+            }
+            Action::Deliver(message) => match &self.handler {
+                Some((handler, socket)) => handlers
+                    .get_or_insert_with(FuturesUnordered::new)
+                    .push(handle(handler, message, socket)),
+                // The session delivers only when a handler is set.
+                None => self.session.handler_finished(HandlerOutcome::Done),
+            },
+            Action::Close {
+                reason,
+                after_queued,
+            } => {
+                if after_queued {
+                    carrier.close_after_queued(reason);
+                } else {
+                    carrier.close_for(reason);
+                }
+            }
+        }
+    }
+
+    /// Authorizes (if a hook is set) and subscribes, off the session.
+    fn subscribe(&self, channel: usize, event: String) -> BoxFuture<'static, SubscribeOutcome> {
+        let channels = self.channels.clone();
+        let carrier = self.carrier.0.clone();
+        let check = self.authorizer.clone().zip(self.client.clone());
+        async move {
+            if let Some((authorizer, client)) = check {
+                let names = channels.shared_names();
+                let name = names.get(channel).map_or("", |n| &**n);
+                if !authorizer.allow(&*client, name, &event).await {
+                    return SubscribeOutcome::Refused;
+                }
+            }
+            match channels.subscribe(channel, &event, &carrier) {
+                Ok(added) => SubscribeOutcome::Subscribed(added),
+                Err(error) => SubscribeOutcome::Failed(error),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Runs the handler on one message; an error or a panic ends only this
+/// connection.
+fn handle(
+    handler: &Arc<dyn DynHandler>,
+    message: ClientMessage,
+    socket: &SocketHandle,
+) -> BoxFuture<'static, HandlerOutcome> {
+    let handled = handler.clone().call(message, socket.clone());
+    AssertUnwindSafe(handled)
+        .catch_unwind()
+        .map(|outcome| match outcome {
+            Ok(Ok(())) => HandlerOutcome::Done,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "socket message handler failed: closing the connection");
+                HandlerOutcome::Failed(error.to_string())
+            }
+            Err(_) => {
+                tracing::error!("socket message handler panicked: closing the connection");
+                HandlerOutcome::Panicked
+            }
+        })
+        .boxed()
+}
+
+/// What a [`SocketHandle`] does, over this runtime's carrier and channels.
+struct HandleOps<R: Runtime> {
+    carrier: Carrier<R>,
+    channels: Channels<R>,
+    request: ConnectRequest,
+    client: Option<Client>,
+}
+
+impl<R: Runtime> SocketOps for HandleOps<R> {
+    fn send(&self, frame: Frame) -> Result<(), SendError> {
+        if self.carrier.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if self.carrier.send_frame(frame) {
+            Ok(())
+        } else {
+            Err(SendError::Overflow)
+        }
+    }
+
+    fn subscribe(&self, channel: Option<&str>, event: &str) -> Result<bool, SubscribeError> {
+        let index = self.channels.index(channel)?;
+        self.channels.subscribe(index, event, &self.carrier)
+    }
+
+    fn unsubscribe(&self, channel: Option<&str>, event: &str) -> Result<bool, SubscribeError> {
+        let index = self.channels.index(channel)?;
+        Ok(self.channels.unsubscribe(index, event, &self.carrier))
+    }
+
+    fn close(&self, code: u16, reason: String) {
+        self.carrier
+            .close_after_queued(CloseReason::Application(code, reason));
+    }
+
+    fn is_closed(&self) -> bool {
+        self.carrier.is_closed()
+    }
+
+    fn request(&self) -> &ConnectRequest {
+        &self.request
+    }
+
+    fn client(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.client.as_deref()
+    }
+
+    fn id(&self) -> CarrierId {
+        self.carrier.id()
+    }
+}
+
+/// Serves one client socket on `channels` until it closes: the
+/// specification's websocket handler (create a carrier, subscribe, read
+/// loop, unsubscribe) in one call, for a socket that is already upgraded
+/// (so no upgrade request: the origin policy has nothing to check, and an
+/// [`Authorizer`](crate::Authorizer) sees an empty [`ConnectRequest`]).
+/// Returns why the connection ended.
+///
+/// `sink` and `stream` are the socket's halves, mapped onto [`Outgoing`]
+/// and [`Incoming`]. The [`Session`] decides everything else: keep-alive,
+/// control messages, the application's handler, limits and close codes.
+/// Dropping the returned future closes the connection, which leaves every
+/// channel.
+///
+/// ```
+/// use futures::channel::mpsc;
+/// use tbone_dispatch::testing::ManualRuntime;
+/// use tbone_dispatch::{serve_socket, ChannelBuilder, CloseReason, Incoming, MemoryBackend, Outgoing, ReadError, SocketOptions};
+///
+/// let runtime = ManualRuntime::new();
+/// let pubsub = ChannelBuilder::new("doc-serve-socket").open(runtime.clone(), MemoryBackend::new).unwrap();
+/// pubsub.kickoff().unwrap();
+/// let (sink, _client) = mpsc::unbounded::<Outgoing>();
+/// let (incoming, stream) = mpsc::unbounded::<Result<Incoming, ReadError>>();
+/// let mut served = Box::pin(serve_socket(&pubsub, sink, stream, SocketOptions::new(["e"])));
+/// assert!(runtime.run_for(served.as_mut()).is_none()); // serving
+/// assert_eq!(pubsub.subscriber_count("e"), 1);
+/// incoming.unbounded_send(Ok(Incoming::Close)).unwrap();
+/// assert_eq!(runtime.run_for(served.as_mut()), Some(CloseReason::PeerClosed));
+/// assert_eq!(pubsub.subscriber_count("e"), 0);
+/// ```
+pub fn serve_socket<R, Si, St>(
+    channels: impl Into<Channels<R>>,
+    sink: Si,
+    stream: St,
+    options: SocketOptions,
+) -> impl Future<Output = CloseReason>
+where
+    R: Runtime,
+    Si: Sink<Outgoing> + Send + Unpin + 'static,
+    Si::Error: Into<SinkFailure>,
+    St: Stream<Item = Result<Incoming, ReadError>> + Unpin,
+{
+    let channels = channels.into();
+    let runtime = channels.runtime().clone();
+    let close_timeout = options.carrier_config().close_timeout;
+    // Boxed: what opening needs lives only while it runs.
+    let opening = Box::pin(Connection::open(
+        channels,
+        options,
+        ConnectRequest::default(),
+    ));
+    async move {
+        match opening.await {
+            Ok(connection) => connection.serve(sink, stream).await,
+            Err(refusal) => {
+                let reason = CloseReason::Rejected(refusal.close_code(), refusal.reason().into());
+                refuse_upgraded(sink, &reason, &runtime, close_timeout).await;
+                reason
+            }
+        }
+    }
+}
+
+/// Sends a refused, already upgraded socket its close frame (bounded).
+async fn refuse_upgraded<R: Runtime, Si: Sink<Outgoing> + Unpin>(
+    mut sink: Si,
+    reason: &CloseReason,
+    runtime: &R,
+    limit: std::time::Duration,
+) {
+    let goodbye = async {
+        if let Some((code, why)) = reason.close_frame() {
+            let _ = sink.send(Outgoing::Close(code, why)).await;
+        }
+        let _ = sink.close().await;
+    };
+    let _ = future::select(pin!(goodbye), pin!(runtime.sleep(limit))).await;
+}

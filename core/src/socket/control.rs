@@ -1,0 +1,96 @@
+//! The control messages a client may send to change its subscriptions.
+
+use serde::Deserialize;
+
+/// A control message: `{"action":"subscribe"|"unsubscribe","event":"<name>"}`,
+/// with `"channel":"<name>"` where a socket serves several channels.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Control {
+    pub(crate) action: ControlAction,
+    pub(crate) event: String,
+    #[serde(default)]
+    pub(crate) channel: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ControlAction {
+    Subscribe,
+    Unsubscribe,
+}
+
+/// How a text message reads to the session.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Parsed {
+    Control(Control),
+    /// A JSON object with an `action` key that is not a valid control
+    /// message: the client meant one and got it wrong.
+    Malformed,
+    /// Anything else: the application's business.
+    Other,
+}
+
+/// The shape of a message that claims to be a control message.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default)]
+    action: Option<serde::de::IgnoredAny>,
+}
+
+pub(crate) const EXPECTED: &str =
+    r#"malformed control message; expected {"action":"subscribe"|"unsubscribe","event":"<name>"}"#;
+
+pub(crate) fn parse(text: &str) -> Parsed {
+    // serde reads a struct from a JSON array too; a control message is an
+    // object.
+    if !text.trim_start().starts_with('{') {
+        return Parsed::Other;
+    }
+    if let Ok(control) = serde_json::from_str::<Control>(text) {
+        return Parsed::Control(control);
+    }
+    match serde_json::from_str::<Probe>(text) {
+        Ok(Probe { action: Some(_) }) => Parsed::Malformed,
+        _ => Parsed::Other,
+    }
+}
+
+/// An error frame for this client: `{"type":"error","payload":{"message":..}}`.
+pub(crate) fn error_frame(message: &str) -> crate::Frame {
+    let mut text = String::from(r#"{"type":"error","payload":{"message":"#);
+    crate::push_json_string(&mut text, message);
+    text.push_str("}}");
+    crate::Frame::from(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tells_control_messages_from_the_applications() {
+        assert_eq!(
+            parse(r#"{"action":"subscribe","event":"e"}"#),
+            Parsed::Control(Control {
+                action: ControlAction::Subscribe,
+                event: "e".into(),
+                channel: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"action":"unsubscribe","event":"e","channel":"chat"}"#),
+            Parsed::Control(Control {
+                action: ControlAction::Unsubscribe,
+                event: "e".into(),
+                channel: Some("chat".into())
+            })
+        );
+        assert_eq!(parse(r#"{"action":"jump","event":"e"}"#), Parsed::Malformed);
+        assert_eq!(parse(r#"{"action":"subscribe"}"#), Parsed::Malformed);
+        assert_eq!(parse(r#"{"type":"request","key":1}"#), Parsed::Other);
+        assert_eq!(parse("hello"), Parsed::Other);
+        assert_eq!(parse("[1,2]"), Parsed::Other);
+        assert_eq!(parse(r#"["subscribe","e"]"#), Parsed::Other);
+    }
+}

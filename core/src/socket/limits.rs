@@ -1,0 +1,124 @@
+//! What one client may ask of the server: subscriptions, messages in
+//! flight, messages per second.
+
+use std::time::{Duration, Instant};
+
+/// The limits of one served socket: what a single client may cost the
+/// server. Going over the subscription or rate limit closes the connection
+/// with 1008 (policy) and a reason naming the limit; the in-flight limit is
+/// enforced by not reading (the client's messages wait in TCP buffers until
+/// the application has answered earlier ones), so it never closes anything.
+///
+/// ```
+/// use tbone_dispatch::{Limits, SocketOptions};
+///
+/// let limits = Limits::default()
+///     .max_subscriptions(32)
+///     .max_in_flight(4)
+///     .max_messages_per_second(Some(50));
+/// let options = SocketOptions::new(["resource_create"]).limits(limits);
+/// assert_eq!(options.socket_limits().in_flight(), 4);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    subscriptions: usize,
+    in_flight: usize,
+    per_second: Option<u32>,
+}
+
+impl Default for Limits {
+    /// 256 subscriptions made by the client, 16 application messages in
+    /// flight, 1 000 messages per second.
+    fn default() -> Self {
+        Limits {
+            subscriptions: 256,
+            in_flight: 16,
+            per_second: Some(1_000),
+        }
+    }
+}
+
+impl Limits {
+    /// Most subscriptions the client may hold through control messages
+    /// (default 256). The events the server subscribes the socket to when
+    /// it connects do not count.
+    pub fn max_subscriptions(mut self, subscriptions: usize) -> Self {
+        self.subscriptions = subscriptions;
+        self
+    }
+
+    /// Most messages handed to the application's handler and not yet
+    /// answered (default 16, at least 1). While that many are in flight the
+    /// socket is not read.
+    pub fn max_in_flight(mut self, messages: usize) -> Self {
+        self.in_flight = messages.max(1);
+        self
+    }
+
+    /// Most messages (of any kind, pings and pongs included) the client may
+    /// send within one second (default 1 000); `None` for no limit.
+    pub fn max_messages_per_second(mut self, messages: Option<u32>) -> Self {
+        self.per_second = messages;
+        self
+    }
+
+    /// The subscription limit.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions
+    }
+
+    /// The in-flight limit.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The rate limit, if any.
+    pub fn messages_per_second(&self) -> Option<u32> {
+        self.per_second
+    }
+}
+
+/// Counts messages in one-second windows.
+#[derive(Debug)]
+pub(crate) struct RateWindow {
+    start: Instant,
+    count: u32,
+}
+
+impl RateWindow {
+    pub(crate) fn new(now: Instant) -> Self {
+        RateWindow {
+            start: now,
+            count: 0,
+        }
+    }
+
+    /// Counts one message at `now`; false if it is one too many for `limit`.
+    pub(crate) fn admit(&mut self, now: Instant, limit: Option<u32>) -> bool {
+        let Some(limit) = limit else {
+            return true;
+        };
+        if now.saturating_duration_since(self.start) >= Duration::from_secs(1) {
+            self.start = now;
+            self.count = 0;
+        }
+        self.count = self.count.saturating_add(1);
+        self.count <= limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_resets_every_second() {
+        let start = Instant::now();
+        let mut window = RateWindow::new(start);
+        assert!((0..3).all(|_| window.admit(start, Some(3))));
+        assert!(!window.admit(start, Some(3)));
+        let later = start + Duration::from_millis(1_000);
+        assert!(window.admit(later, Some(3)));
+        assert!(window.admit(later, None));
+    }
+}
