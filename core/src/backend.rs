@@ -1,9 +1,11 @@
 //! Backends: how a channel's events travel between publishers and consumers.
 
 use std::error::Error as StdError;
+use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use futures::channel::oneshot;
 use futures::stream::BoxStream;
 
 use crate::Payload;
@@ -17,11 +19,21 @@ use crate::Payload;
 /// assert_eq!(event.key(), "resource_create");
 /// assert_eq!(event.data().as_str(), "[1,2]");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Event {
     key: Arc<str>,
     data: Payload,
+    receipt: Option<Receipt>,
 }
+
+/// Two events are equal when their names and data are (receipts aside).
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.data == other.data
+    }
+}
+
+impl Eq for Event {}
 
 impl Event {
     /// An event named `key` carrying `data`.
@@ -29,7 +41,28 @@ impl Event {
         Event {
             key: key.into(),
             data,
+            receipt: None,
         }
+    }
+
+    /// Takes the event's [`Receipt`], if its publisher asked for one. A
+    /// backend that carries events elsewhere (a database) keeps it and
+    /// gives it back, with [`Event::with_receipt`], to the event its
+    /// consumer reads back; a backend that drops it makes the publisher's
+    /// [`Channel::publish_delivered`](crate::Channel::publish_delivered)
+    /// fail with `NotDelivered`.
+    pub fn take_receipt(&mut self) -> Option<Receipt> {
+        self.receipt.take()
+    }
+
+    /// The event with `receipt` attached.
+    pub fn with_receipt(mut self, receipt: Receipt) -> Self {
+        self.receipt = Some(receipt);
+        self
+    }
+
+    pub(crate) fn receipt(&self) -> Option<&Receipt> {
+        self.receipt.as_ref()
     }
 
     /// The event's name.
@@ -40,6 +73,37 @@ impl Event {
     /// The event's data.
     pub fn data(&self) -> &Payload {
         &self.data
+    }
+}
+
+/// A publisher waiting to learn that its event was delivered, and to how
+/// many carriers: the channel's consumer fulfils it when it has put the
+/// event into its subscribers' queues (see
+/// [`Channel::publish_delivered`](crate::Channel::publish_delivered)).
+/// Clones share one promise; the first delivery fulfils it.
+#[derive(Clone)]
+pub struct Receipt(Arc<Mutex<Option<oneshot::Sender<usize>>>>);
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+impl Receipt {
+    /// A receipt, and the publisher's side that resolves with the number
+    /// of carriers (or fails if the receipt is dropped unfulfilled).
+    pub(crate) fn new() -> (Receipt, oneshot::Receiver<usize>) {
+        let (sender, receiver) = oneshot::channel();
+        (Receipt(Arc::new(Mutex::new(Some(sender)))), receiver)
+    }
+
+    /// Reports that the event reached `carriers` carriers.
+    pub(crate) fn fulfil(&self, carriers: usize) {
+        let sender = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(sender) = sender {
+            let _ = sender.send(carriers);
+        }
     }
 }
 

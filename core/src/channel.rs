@@ -125,6 +125,15 @@ impl ChannelBuilder {
     }
 }
 
+/// How far one event went on this instance: see
+/// [`Channel::publish_delivered`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Delivered {
+    /// Local carriers whose queue took the event's frame.
+    pub carriers: usize,
+}
+
 /// Counters of one channel instance, read with [`Channel::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -378,6 +387,55 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         async move { self.publish_event(prepared?).await }
     }
 
+    /// Publishes like [`Channel::publish`], and resolves only once this
+    /// instance's consumer has put the event into its local subscribers'
+    /// queues, with how many took it. A reply sent to a client after this
+    /// returns reaches it after the event (both go through its carrier's
+    /// queue, in order), which [`Channel::publish`] alone does not promise:
+    /// it returns when the backend has accepted the event.
+    ///
+    /// The channel must be running ([`Channel::kickoff`]). For a database
+    /// backend, the event is delivered when this instance reads it back.
+    /// Fails with [`PublishError::NotDelivered`] if the channel stops first
+    /// or its backend does not carry receipts.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use tbone_dispatch::testing::ManualRuntime;
+    /// use tbone_dispatch::{Carrier, CarrierConfig, ChannelBuilder, Frame, MemoryBackend};
+    ///
+    /// let runtime = ManualRuntime::new();
+    /// let channel = ChannelBuilder::new("doc-publish-delivered").open(runtime.clone(), MemoryBackend::new).unwrap();
+    /// channel.kickoff().unwrap();
+    /// let (socket, _client) = futures::channel::mpsc::unbounded::<Frame>();
+    /// let carrier = Carrier::new(&runtime, socket, CarrierConfig::default()).unwrap();
+    /// channel.subscribe("resource_create", &carrier).unwrap();
+    ///
+    /// let delivered = runtime.run(channel.publish_delivered("resource_create", &1)).unwrap().unwrap();
+    /// assert_eq!(delivered.carriers, 1);
+    /// assert_eq!(carrier.frames_queued(), 1); // in the queue before any reply
+    /// ```
+    pub fn publish_delivered<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> impl Future<Output = Result<Delivered, PublishError>> + Send + '_ {
+        let prepared = self.prepare(event, data);
+        async move {
+            let (receipt, delivered) = crate::backend::Receipt::new();
+            let event = prepared?.with_receipt(receipt);
+            let key = event.key().to_string();
+            self.publish_event(event).await?;
+            match delivered.await {
+                Ok(carriers) => Ok(Delivered { carriers }),
+                Err(_) => Err(PublishError::NotDelivered {
+                    channel: self.inner.name.to_string(),
+                    event: key,
+                }),
+            }
+        }
+    }
+
     /// Publishes an already encoded event (for example one relayed from
     /// elsewhere). See [`Channel::publish`].
     pub async fn publish_event(&self, event: Event) -> Result<(), PublishError> {
@@ -586,8 +644,14 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         let events = run.len() as u64;
         stats.received.fetch_add(events, Ordering::Relaxed);
         let targets = lock(&self.subscriptions).subscribers(first.key());
+        let receipts = run.iter().any(|event| event.receipt().is_some());
         if targets.is_empty() {
             stats.unrouted.fetch_add(events, Ordering::Relaxed);
+            if receipts {
+                run.iter()
+                    .filter_map(Event::receipt)
+                    .for_each(|r| r.fulfil(0));
+            }
             return;
         }
         let frames: Vec<Frame> = run
@@ -597,8 +661,19 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         stats.encoded.fetch_add(events, Ordering::Relaxed);
         let (mut queued, mut frames_dropped, mut carriers_dropped) = (0, 0, 0);
         let mut gone: Vec<CarrierId> = Vec::new();
+        // For receipts: how many carriers took each event of the run (a
+        // carrier takes a prefix of the run's frames).
+        let mut reached = if receipts {
+            vec![0; run.len()]
+        } else {
+            Vec::new()
+        };
         for (id, carrier) in targets.iter() {
             let (taken, outcome) = carrier.offer_run(&frames);
+            reached
+                .iter_mut()
+                .take(usize::try_from(taken).unwrap_or(usize::MAX))
+                .for_each(|n| *n += 1);
             queued += taken;
             match outcome {
                 Offer::Queued => {}
@@ -608,6 +683,11 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
             }
         }
         stats.queued.fetch_add(queued, Ordering::Relaxed);
+        for (event, carriers) in run.iter().zip(&reached) {
+            if let Some(receipt) = event.receipt() {
+                receipt.fulfil(*carriers);
+            }
+        }
         if frames_dropped > 0 {
             stats
                 .frames_dropped
@@ -740,4 +820,80 @@ pub(crate) fn yield_now() -> impl Future<Output = ()> {
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::testing::ManualRuntime;
+    use crate::{CarrierConfig, OverflowPolicy};
+
+    /// A backend that loses receipts on the way, as a database backend
+    /// that does not hold them would.
+    struct Forgetful(MemoryBackend<ManualRuntime>);
+
+    impl Backend for Forgetful {
+        async fn publish(&self, mut event: Event) -> Result<(), crate::BackendError> {
+            drop(event.take_receipt());
+            self.0.publish(event).await
+        }
+
+        fn consume(&self) -> Result<EventStream, crate::BackendError> {
+            self.0.consume()
+        }
+    }
+
+    #[test]
+    fn publish_delivered_counts_the_carriers_that_took_the_event() {
+        let runtime = ManualRuntime::new();
+        let channel = ChannelBuilder::new("channel-tests-delivered")
+            .open(runtime.clone(), MemoryBackend::new)
+            .unwrap();
+        channel.kickoff().unwrap();
+        let config = CarrierConfig::default()
+            .capacity(1)
+            .overflow(OverflowPolicy::DropFrame);
+        let (open, mut reader) = futures::channel::mpsc::unbounded::<Frame>();
+        let reading = Carrier::new(&runtime, open, config.clone()).unwrap();
+        // A sink that is never ready: its writer holds one frame, then the
+        // one-slot queue fills.
+        let stuck = futures::sink::unfold((), |(), _: Frame| {
+            futures::future::pending::<Result<(), String>>()
+        });
+        let full = Carrier::new(&runtime, Box::pin(stuck), config).unwrap();
+        channel.subscribe("e", &reading).unwrap();
+        channel.subscribe("e", &full).unwrap();
+
+        for (n, reached) in [(1, 2), (2, 2), (3, 1)] {
+            let delivered = runtime.run(channel.publish_delivered("e", &n)).unwrap();
+            assert_eq!(delivered.unwrap().carriers, reached, "event {n}");
+            runtime.run(reader.next()).unwrap();
+            runtime.run_until_stalled();
+        }
+        assert_eq!(
+            full.frames_dropped(),
+            1,
+            "the stuck carrier dropped the third"
+        );
+        let nobody = runtime.run(channel.publish_delivered("other", &3)).unwrap();
+        assert_eq!(nobody.unwrap().carriers, 0);
+    }
+
+    #[test]
+    fn publish_delivered_says_when_the_backend_lost_the_receipt() {
+        let runtime = ManualRuntime::new();
+        let channel = ChannelBuilder::new("channel-tests-forgetful")
+            .open(runtime.clone(), |rt| Forgetful(MemoryBackend::new(rt)))
+            .unwrap();
+        channel.kickoff().unwrap();
+        let outcome = runtime.run(channel.publish_delivered("e", &1)).unwrap();
+        assert!(
+            matches!(outcome, Err(PublishError::NotDelivered { .. })),
+            "{outcome:?}"
+        );
+    }
 }

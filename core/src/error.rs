@@ -65,6 +65,16 @@ pub enum PublishError {
         /// The event's name.
         event: String,
     },
+    /// The event was published, but this instance will not report its
+    /// delivery: the channel stopped first, or its backend does not carry
+    /// receipts (see [`Event::take_receipt`](crate::Event::take_receipt)).
+    #[error("event `{event}` was published on channel `{channel}`, but its delivery was not reported (the channel stopped, or its backend does not carry receipts)")]
+    NotDelivered {
+        /// The channel's name.
+        channel: String,
+        /// The event's name.
+        event: String,
+    },
     /// The backend did not accept the event (for Mongo: the write was not
     /// acknowledged).
     #[error("channel `{channel}` could not publish event `{event}`: {source}")]

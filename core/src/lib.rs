@@ -77,11 +77,11 @@ pub mod testing;
 #[cfg(feature = "websocket")]
 pub mod websocket;
 
-pub use backend::{Backend, BackendError, Event, EventStream};
+pub use backend::{Backend, BackendError, Event, EventStream, Receipt};
 pub use carrier::{
     close_code, Carrier, CarrierConfig, CarrierId, CloseReason, Outgoing, OverflowPolicy,
 };
-pub use channel::{Channel, ChannelBuilder, ChannelStats, DEFAULT_MAX_EVENT_NAME};
+pub use channel::{Channel, ChannelBuilder, ChannelStats, Delivered, DEFAULT_MAX_EVENT_NAME};
 pub use envelope::{push_json_string, Envelope, TBoneEnvelope};
 pub use error::{ChannelError, PublishError, SubscribeError};
 pub use frame::Frame;

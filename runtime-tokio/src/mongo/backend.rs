@@ -13,7 +13,7 @@ use mongodb::bson::{doc, oid::ObjectId, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::{CollectionOptions, WriteConcern};
 use mongodb::{Collection, Database};
-use tbone_dispatch::tailing::TailPosition;
+use tbone_dispatch::tailing::{DocumentId, TailPosition};
 use tbone_dispatch::{
     queue, Backend, BackendError, Channel, ChannelBuilder, ChannelError, Envelope, Event,
     EventStream, QueueSender, Runtime, DEFAULT_MAX_PAYLOAD,
@@ -21,6 +21,7 @@ use tbone_dispatch::{
 use tokio::sync::OnceCell;
 
 use super::document::to_document;
+use super::receipts::Receipts;
 use super::tail::{tail, TailContext};
 use super::{Driver, MongoError};
 
@@ -323,6 +324,7 @@ pub struct MongoBackend {
     closed: AtomicBool,
     tail: Mutex<Option<AbortHandle>>,
     writer: AbortHandle,
+    receipts: Arc<Receipts>,
 }
 
 impl fmt::Debug for MongoBackend {
@@ -378,6 +380,7 @@ impl MongoBackend {
             closed: AtomicBool::new(false),
             tail: Mutex::new(None),
             writer,
+            receipts: Arc::default(),
         }
     }
 
@@ -423,17 +426,26 @@ impl Drop for MongoBackend {
 }
 
 impl Backend for MongoBackend {
-    async fn publish(&self, event: Event) -> Result<(), BackendError> {
+    async fn publish(&self, mut event: Event) -> Result<(), BackendError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(BackendError::Closed);
         }
-        let document = to_document(ObjectId::new(), &event)?;
+        let id = ObjectId::new();
+        let document = to_document(id, &event)?;
+        if let Some(receipt) = event.take_receipt() {
+            // Given back to the event when the tailing task reads it.
+            self.receipts.hold(DocumentId(id.bytes()), receipt);
+        }
         let (ack, acked) = oneshot::channel();
         self.publish
             .send(PublishRequest { document, ack })
             .await
             .map_err(|_| BackendError::Closed)?;
-        acked.await.map_err(|_| BackendError::Closed)?
+        let written = acked.await.map_err(|_| BackendError::Closed)?;
+        if written.is_err() {
+            self.receipts.release(DocumentId(id.bytes()));
+        }
+        written
     }
 
     fn consume(&self) -> Result<EventStream, BackendError> {
@@ -452,6 +464,7 @@ impl Backend for MongoBackend {
             setup: self.setup.clone(),
             options: self.options.clone(),
             counters: self.counters.clone(),
+            receipts: self.receipts.clone(),
             events,
         };
         self.driver.handle().spawn(Abortable::new(

@@ -28,6 +28,7 @@ mod document;
 mod driver;
 mod error;
 mod model;
+mod receipts;
 mod tail;
 
 pub use backend::{builder, open, MongoBackend, MongoChannelBuilder, MongoOptions, MongoStats};

@@ -16,12 +16,14 @@ use tbone_dispatch::{queue, Event, QueueSender};
 
 use super::backend::{bump, is_code, Counters, MongoOptions, Setup};
 use super::document::{document_id, to_event};
+use super::receipts::Receipts;
 
 pub(crate) struct TailContext {
     pub(crate) collection: Collection<Document>,
     pub(crate) setup: Setup,
     pub(crate) options: MongoOptions,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) receipts: Arc<Receipts>,
     pub(crate) events: queue::Sender<Event>,
 }
 
@@ -77,6 +79,7 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
         setup,
         options,
         counters,
+        receipts,
         events,
     } = context;
     // Read raw: `document.rs` converts with a bounded depth, where the
@@ -146,6 +149,7 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
             &mut position,
             &events,
             &counters,
+            &receipts,
             options.max_payload,
         )
         .await;
@@ -176,6 +180,7 @@ async fn follow(
     position: &mut TailPosition,
     events: &queue::Sender<Event>,
     counters: &Counters,
+    receipts: &Receipts,
     max_payload: usize,
 ) -> End {
     let mut delivered = false;
@@ -196,6 +201,10 @@ async fn follow(
         match to_event(&document, max_payload) {
             Ok(event) => {
                 bump(&counters.received);
+                let event = match receipts.release(id) {
+                    Some(receipt) => event.with_receipt(receipt),
+                    None => event,
+                };
                 if events.send(event).await.is_err() {
                     return End::Closed;
                 }
