@@ -1,9 +1,9 @@
 //! Signals, channels and carriers for real-time Rust backends: TBone's
 //! `dispatch` module as a sans-IO core.
 //!
-//! This crate holds every rule of dispatch and performs no IO: it needs no
-//! executor, reactor or socket. Applications use it through a runtime crate
-//! (`tbone-dispatch-tokio`, `tbone-dispatch-async-std`,
+//! This crate holds every rule of dispatch and performs no IO of its own:
+//! it needs no executor, reactor or socket. Applications use it through a
+//! runtime crate (`tbone-dispatch-tokio`, `tbone-dispatch-async-std`,
 //! `tbone-dispatch-smol`), each of which re-exports this whole API; tests
 //! can drive it by hand with [`testing::ManualRuntime`].
 //!
@@ -15,6 +15,26 @@
 //! - **Carriers** ([`Carrier`]): a bounded queue in front of any
 //!   [`futures::Sink`] of [`Frame`]s (a websocket, an SSE stream), which
 //!   never slows the publisher and cleans itself up when its client goes.
+//! - **Sockets** ([`socket`]): full-duplex websockets — events out; control
+//!   messages, the application's messages ([`MessageHandler`]) and TBone's
+//!   requests ([`multiplexer`]) in; authorization before the upgrade
+//!   ([`Authorizer`], [`OriginPolicy`]); per-connection [`Limits`].
+//!
+//! **What is a pure state machine and what drives it.** Pure (no tasks,
+//! locks, timers or IO; time is an argument, output is polled):
+//! [`socket::Session`] (one socket's rules), [`Subscriptions`] (the event
+//! table), [`tailing::TailPosition`] (where a database consumer resumes),
+//! and the parsers ([`multiplexer::parse`], [`ConnectRequest`],
+//! [`OriginPolicy::check`]). Driven, on any [`Runtime`]: [`Channel`] (its
+//! consumer task), [`Carrier`] (its writer task), [`socket::Connection`]
+//! and [`serve_socket`] (the session's driver), [`Signal`]. The feature
+//! `websocket` adds the `websocket` module: the async-tungstenite
+//! glue, generic over any `futures` byte stream.
+//!
+//! # Features
+//!
+//! - `websocket` (off; the runtime crates turn it on): the `websocket`
+//!   module, over async-tungstenite.
 //!
 //! ```
 //! use futures::StreamExt;
