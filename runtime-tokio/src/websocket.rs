@@ -95,9 +95,59 @@ where
 mod tests {
     use std::time::{Duration, Instant};
 
-    use tbone_dispatch::SocketOptions;
+    use tbone_dispatch::{ChannelBuilder, MemoryBackend, SocketOptions};
 
-    use super::{handshake, AcceptError};
+    use super::{accept, handshake, AcceptError};
+    use crate::Tokio;
+
+    /// A socket's carrier (its writer task) runs on its channel's runtime,
+    /// wherever the connection is accepted: the glue used to spawn it on
+    /// `Tokio::default()`, the runtime of whichever task accepted.
+    #[test]
+    fn socket_carriers_run_on_the_channels_runtime() {
+        let channel_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let channel = ChannelBuilder::new("tokio-websocket-carrier-runtime")
+            .open(
+                Tokio::with_handle(channel_runtime.handle().clone()),
+                MemoryBackend::new,
+            )
+            .unwrap();
+        let serving_runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let alive = || channel_runtime.metrics().num_alive_tasks();
+        let before = alive();
+        serving_runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("ws://{}/ws/", listener.local_addr().unwrap());
+            let client = tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(
+                    url.trim_start_matches("ws://").trim_end_matches("/ws/"),
+                )
+                .await
+                .unwrap();
+                async_tungstenite::tokio::client_async(url, tcp)
+                    .await
+                    .map(|(socket, _)| socket)
+            });
+            let (tcp, _) = listener.accept().await.unwrap();
+            let accepted = accept(tcp, &channel, SocketOptions::new(["e"]))
+                .await
+                .unwrap();
+            let _client = client.await.unwrap().unwrap();
+            assert_eq!(
+                alive(),
+                before + 1,
+                "the carrier's writer was spawned on the channel's runtime"
+            );
+            drop(accepted);
+        });
+    }
 
     /// Found by the soak suite's fuzzing: a client that connected and sent
     /// nothing kept its connection task waiting for the upgrade request
