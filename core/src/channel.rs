@@ -394,10 +394,11 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
     /// queue, in order), which [`Channel::publish`] alone does not promise:
     /// it returns when the backend has accepted the event.
     ///
-    /// The channel must be running ([`Channel::kickoff`]). For a database
-    /// backend, the event is delivered when this instance reads it back.
-    /// Fails with [`PublishError::NotDelivered`] if the channel stops first
-    /// or its backend does not carry receipts.
+    /// For a database backend, the event is delivered when this instance
+    /// reads it back. Fails with [`PublishError::NotDelivered`] (after
+    /// publishing) when the channel is not running (not kicked off yet, or
+    /// stopped before delivering), or when its backend does not carry
+    /// receipts.
     ///
     /// ```
     /// use futures::StreamExt;
@@ -421,19 +422,68 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         data: &T,
     ) -> impl Future<Output = Result<Delivered, PublishError>> + Send + '_ {
         let prepared = self.prepare(event, data);
-        async move {
-            let (receipt, delivered) = crate::backend::Receipt::new();
-            let event = prepared?.with_receipt(receipt);
-            let key = event.key().to_string();
+        async move { self.publish_event_delivered(prepared?).await }
+    }
+
+    /// [`Channel::publish_delivered`] for an already encoded event.
+    pub async fn publish_event_delivered(&self, event: Event) -> Result<Delivered, PublishError> {
+        let key = event.key().to_string();
+        let waiting = self.publish_with_receipt(event).await?;
+        self.delivered(waiting, key).await
+    }
+
+    /// Publishes `event` with a receipt when the consumer runs (a receipt
+    /// on a channel not kicked off would wait for the kickoff). Returns the
+    /// publisher's side of the receipt, if one was attached.
+    async fn publish_with_receipt(
+        &self,
+        event: Event,
+    ) -> Result<Option<oneshot::Receiver<usize>>, PublishError> {
+        let running = matches!(*lock(&self.inner.consumer), Consumer::Running { .. });
+        if !running {
             self.publish_event(event).await?;
-            match delivered.await {
-                Ok(carriers) => Ok(Delivered { carriers }),
-                Err(_) => Err(PublishError::NotDelivered {
-                    channel: self.inner.name.to_string(),
-                    event: key,
-                }),
-            }
+            return Ok(None);
         }
+        let (receipt, delivered) = crate::backend::Receipt::new();
+        self.publish_event(event.with_receipt(receipt)).await?;
+        Ok(Some(delivered))
+    }
+
+    async fn delivered(
+        &self,
+        waiting: Option<oneshot::Receiver<usize>>,
+        key: String,
+    ) -> Result<Delivered, PublishError> {
+        let not_delivered = || PublishError::NotDelivered {
+            channel: self.inner.name.to_string(),
+            event: key.clone(),
+        };
+        match waiting {
+            Some(delivered) => delivered
+                .await
+                .map(|carriers| Delivered { carriers })
+                .map_err(|_| not_delivered()),
+            None => Err(not_delivered()),
+        }
+    }
+
+    /// Publishes `event` and waits up to `limit` for this instance to
+    /// deliver it: how the model's resource events make a write's reply
+    /// follow its event, without letting a stalled consumer hold the write.
+    /// Only the publish itself can fail.
+    pub(crate) async fn publish_event_then_wait(
+        &self,
+        event: Event,
+        limit: std::time::Duration,
+    ) -> Result<(), PublishError> {
+        let key = event.key().to_string();
+        let waiting = self.publish_with_receipt(event).await?;
+        let delivered = std::pin::pin!(self.delivered(waiting, key));
+        let timer = std::pin::pin!(self.inner.runtime.sleep(limit));
+        if let Either::Right(_) = future::select(delivered, timer).await {
+            tracing::debug!(channel = %self.inner.name, ?limit, "event published, not delivered within the limit");
+        }
+        Ok(())
     }
 
     /// Publishes an already encoded event (for example one relayed from

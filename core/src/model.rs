@@ -178,10 +178,19 @@ pub const RESOURCE_UPDATE: &str = "resource_update";
 /// See [`RESOURCE_CREATE`].
 pub const RESOURCE_DELETE: &str = "resource_delete";
 
+/// How long a resource event's receiver waits for this instance to deliver
+/// the event before letting the write that sent it go on.
+pub const DELIVERY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connects the receivers that turn model signals of `sender` into channel
 /// events, as TBone's resources do: [`POST_SAVE`] becomes `resource_create`
 /// (created) or `resource_update`, and [`POST_DELETE`] becomes
 /// `resource_delete`, each carrying the instance's JSON.
+///
+/// Each receiver returns once this instance has put the event into its
+/// subscribers' queues (or after [`DELIVERY_WAIT`]): a write that awaits
+/// its model signal, then answers its client through the same socket,
+/// answers after the client's own copy of the event.
 ///
 /// Connecting twice for the same channel and sender is a no-op. Returns the
 /// two connections (save, delete), to disconnect or guard.
@@ -227,7 +236,10 @@ pub fn publish_resource_events<B: Backend, R: Runtime>(
                     RESOURCE_UPDATE
                 };
                 let published = channel
-                    .publish_event(crate::Event::new(event, saved.data().clone()))
+                    .publish_event_then_wait(
+                        crate::Event::new(event, saved.data().clone()),
+                        DELIVERY_WAIT,
+                    )
                     .await;
                 published.map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)
             }
@@ -240,7 +252,10 @@ pub fn publish_resource_events<B: Backend, R: Runtime>(
             let channel = channel.clone();
             async move {
                 let published = channel
-                    .publish_event(crate::Event::new(RESOURCE_DELETE, deleted.data().clone()))
+                    .publish_event_then_wait(
+                        crate::Event::new(RESOURCE_DELETE, deleted.data().clone()),
+                        DELIVERY_WAIT,
+                    )
                     .await;
                 published.map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)
             }

@@ -73,7 +73,7 @@ struct Wire {
 #[derive(Debug, PartialEq)]
 pub enum Message {
     /// A request to route.
-    Request(Request),
+    Request(Box<Request>),
     /// A message TBone accepts and ignores (`ping`, `echo`).
     Ignored,
     /// The text `close`: the client ends the session.
@@ -138,14 +138,14 @@ pub fn parse(text: &str) -> Message {
     if !href.starts_with('/') {
         return malformed("`href` must be a path starting with `/`");
     }
-    Message::Request(Request {
+    Message::Request(Box::new(Request {
         key,
         method,
         href,
         args: wire.args.unwrap_or_default(),
         headers: wire.headers.unwrap_or_default(),
         body: wire.body.filter(|body| !body.is_null()),
-    })
+    }))
 }
 
 impl Request {
@@ -328,7 +328,7 @@ impl<R: Routes> MessageHandler for Multiplexer<R> {
     ) -> Result<(), HandlerError> {
         let request = match message {
             ClientMessage::Text(text) => match parse(&text) {
-                Message::Request(request) => request,
+                Message::Request(request) => *request,
                 Message::Ignored => return Ok(()),
                 Message::Close => {
                     socket.close(crate::close_code::NORMAL, "");

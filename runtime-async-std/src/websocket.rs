@@ -75,7 +75,7 @@ pub async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    generic::handshake(&AsyncStd::default(), stream, limits).await
+    generic::handshake(&AsyncStd, stream, limits).await
 }
 
 /// Serves an already upgraded websocket until it closes (no upgrade

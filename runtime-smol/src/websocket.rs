@@ -76,7 +76,7 @@ pub async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    generic::handshake(&Smol::default(), stream, limits).await
+    generic::handshake(&Smol, stream, limits).await
 }
 
 /// Serves an already upgraded websocket until it closes (no upgrade

@@ -162,12 +162,23 @@ impl SocketUpgrade {
         channels: impl Into<Channels<Tokio>>,
         options: SocketOptions,
     ) -> Response {
+        match self.try_serve(channels, options).await {
+            Ok(upgraded) => upgraded,
+            Err(refusal) => refusal_response(&refusal),
+        }
+    }
+
+    /// [`SocketUpgrade::serve`], with a refusal returned instead of
+    /// answered: for an application that answers errors in its own format.
+    pub async fn try_serve(
+        self,
+        channels: impl Into<Channels<Tokio>>,
+        options: SocketOptions,
+    ) -> Result<Response, Refusal> {
         let max = options.handshake_limits().max_message_size();
-        let connection = match Connection::open(channels, options, self.request).await {
-            Ok(connection) => connection,
-            Err(refusal) => return refusal_response(&refusal),
-        };
-        self.upgrade
+        let connection = Connection::open(channels, options, self.request).await?;
+        Ok(self
+            .upgrade
             .read_buffer_size(READ_BUFFER_SIZE)
             .max_message_size(max)
             .max_frame_size(max)
@@ -175,7 +186,7 @@ impl SocketUpgrade {
             .on_upgrade(move |socket| async move {
                 let reason = serve_connection(connection, socket).await;
                 tracing::debug!(%reason, "websocket closed");
-            })
+            }))
     }
 }
 
@@ -210,10 +221,11 @@ pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 /// TBone's requests answered by an axum `Router`: each request becomes an
 /// HTTP request (method, `href` with `args` in the query, the message's
 /// headers, the JSON body) to the router, with the upgrade request's
-/// `Cookie` and `Authorization` headers unless the message sets its own,
-/// so a route sees the same client over the socket as over HTTP. The
+/// `Host`, `Cookie` and `Authorization` headers unless the message sets its
+/// own, so a route sees the same client over the socket as over HTTP. The
 /// response's status is the answer's; its JSON body is the payload (text
-/// if it is not JSON, `null` if empty).
+/// if it is not JSON, `null` if empty). TBone's response has no headers:
+/// the route's (`Location`, ...) are not passed on.
 #[derive(Clone, Debug)]
 pub struct RouterRoutes {
     router: axum::Router,
@@ -238,7 +250,8 @@ impl Routes for RouterRoutes {
             .method(request.method())
             .uri(request.uri());
         let own: Vec<(&str, String)> = request.headers().collect();
-        for name in [header::COOKIE.as_str(), header::AUTHORIZATION.as_str()] {
+        let inherited = [header::HOST, header::COOKIE, header::AUTHORIZATION];
+        for name in inherited.iter().map(|name| name.as_str()) {
             let overridden = own.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
             if let (false, Some(value)) = (overridden, socket.request().header_value(name)) {
                 builder = builder.header(name, value);
@@ -249,7 +262,12 @@ impl Routes for RouterRoutes {
         }
         let body = match request.body() {
             Some(body) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                let typed = own
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(header::CONTENT_TYPE.as_str()));
+                if !typed {
+                    builder = builder.header(header::CONTENT_TYPE, "application/json");
+                }
                 Body::from(body.to_string())
             }
             None => Body::empty(),

@@ -21,6 +21,8 @@ pub struct Browser {
     profile: PathBuf,
     devtools: WebSocketStream<ConnectStream>,
     next_id: u64,
+    /// The CDP events read so far (messages without an `id`), oldest first.
+    events: Vec<Value>,
 }
 
 /// One open tab.
@@ -110,6 +112,7 @@ impl Browser {
             profile,
             devtools,
             next_id: 1,
+            events: Vec::new(),
         }
     }
 
@@ -134,6 +137,10 @@ impl Browser {
                 let Ok(reply) = serde_json::from_str::<Value>(text.as_str()) else {
                     continue;
                 };
+                if reply.get("id").is_none() && reply.get("method").is_some() {
+                    self.events.push(reply);
+                    continue;
+                }
                 if reply["id"] == json!(id) {
                     if let Some(error) = reply.get("error") {
                         panic!("CDP {method} failed: {error}");
@@ -148,10 +155,11 @@ impl Browser {
             .unwrap_or_else(|_| panic!("CDP {method} got no answer within 30 s"))
     }
 
-    /// Opens `url` in a new tab.
+    /// Opens `url` in a new tab, recording its network traffic from the
+    /// start (see [`Browser::websocket_frames`], [`Browser::http_requests`]).
     pub async fn open(&mut self, url: &str) -> Page {
         let target = self
-            .call(None, "Target.createTarget", json!({"url": url}))
+            .call(None, "Target.createTarget", json!({"url": "about:blank"}))
             .await;
         let target_id = target["targetId"]
             .as_str()
@@ -164,12 +172,53 @@ impl Browser {
                 json!({"targetId": target_id, "flatten": true}),
             )
             .await;
-        Page {
+        let page = Page {
             session: attached["sessionId"]
                 .as_str()
                 .expect("a session id")
                 .to_string(),
-        }
+        };
+        self.call(Some(&page), "Network.enable", json!({})).await;
+        self.call(Some(&page), "Page.navigate", json!({"url": url}))
+            .await;
+        page
+    }
+
+    /// The CDP events of `page` called `method` read so far (events are
+    /// read while waiting for answers: after any call, e.g. [`Browser::eval`]).
+    pub fn events(&self, page: &Page, method: &str) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|event| event["sessionId"] == json!(page.session) && event["method"] == method)
+            .map(|event| event["params"].clone())
+            .collect()
+    }
+
+    /// The text messages `page` sent (`sent`) or received on its websockets,
+    /// as JSON (messages that are not JSON are left out), oldest first.
+    pub fn websocket_frames(&self, page: &Page, sent: bool) -> Vec<Value> {
+        let method = if sent {
+            "Network.webSocketFrameSent"
+        } else {
+            "Network.webSocketFrameReceived"
+        };
+        self.events(page, method)
+            .iter()
+            .filter_map(|params| params["response"]["payloadData"].as_str())
+            .filter_map(|text| serde_json::from_str(text).ok())
+            .collect()
+    }
+
+    /// The method and URL of every HTTP request `page` made, oldest first.
+    pub fn http_requests(&self, page: &Page) -> Vec<(String, String)> {
+        self.events(page, "Network.requestWillBeSent")
+            .iter()
+            .map(|params| {
+                let request = &params["request"];
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                (text(&request["method"]), text(&request["url"]))
+            })
+            .collect()
     }
 
     /// Evaluates `expression` in the page (promises awaited) and returns its
@@ -207,6 +256,9 @@ impl Browser {
     /// A PNG screenshot of the page.
     pub async fn screenshot(&mut self, page: &Page) -> Vec<u8> {
         use std::io::Cursor;
+        // A background tab may never paint: headless Chromium would not
+        // answer the capture.
+        self.call(Some(page), "Page.bringToFront", json!({})).await;
         let shot = self
             .call(
                 Some(page),

@@ -258,7 +258,7 @@ impl OriginPolicy {
         let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
         let allowed = match self {
             OriginPolicy::Any => true,
-            OriginPolicy::Only(origins) => origins.iter().any(|o| *o == origin),
+            OriginPolicy::Only(origins) => origins.contains(&origin),
             OriginPolicy::SameHost => {
                 let host = origin.split_once("://").map_or("", |(_, host)| host);
                 request

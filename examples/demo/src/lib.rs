@@ -6,8 +6,10 @@
 //! `post_delete`, [`publish_resource_events`] turns them into
 //! `resource_create` / `resource_update` / `resource_delete` on the
 //! `pubsub` channel, and each websocket on `/ws/` is a carrier subscribed
-//! to those events. The page at `/` lists entries and follows the events
-//! live.
+//! to those events. The socket is full-duplex: it also carries TBone's
+//! requests (`{"type":"request","key":..,"method":..,"href":..}`), answered
+//! by [`api_routes`] on that socket only. The page at `/` reads and writes
+//! entries over it and follows the events live.
 //!
 //! Two modes, one code path generic over the channel's backend:
 //! - embedded: [`MemoryChannel`](tbone_dispatch_tokio::MemoryChannel) and
@@ -115,6 +117,9 @@ pub fn app<B: Backend>(state: AppState<B>) -> Router {
         .route("/sse", get(sse::events::<B>))
         .with_state(state)
         .merge(api)
+        // After the merge: the page's and the sockets' routes answer a
+        // wrong method with the same JSON 405 as the API's.
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(log_request))
 }
 

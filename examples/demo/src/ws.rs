@@ -4,6 +4,7 @@
 //! HTTP, to that client only.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Router;
 use tbone_dispatch_tokio::axum_socket::{router_multiplexer, SocketUpgrade};
@@ -26,7 +27,7 @@ pub fn socket_options(api: Router) -> SocketOptions {
         .on_message(router_multiplexer(api))
 }
 
-/// Answers `/ws/`: refused (403) for a page of another origin, otherwise
+/// Answers `/ws/`: refused (403, JSON) for a page of another origin, otherwise
 /// upgraded and served with [`socket_options`] until the client leaves or
 /// `closing` resolves (then it gets what it was sent and a close frame,
 /// 1001). A request that is not a websocket handshake gets a JSON error.
@@ -45,5 +46,14 @@ pub async fn upgrade<B: Backend>(
         path = ws.request().path(),
         "websocket requested"
     );
-    Ok(ws.serve(&channel, socket_options(api).until(closing)).await)
+    let options = socket_options(api).until(closing);
+    // A refusal (a foreign origin) is answered as JSON, like every other
+    // error of the demo.
+    ws.try_serve(&channel, options).await.map_err(|refusal| {
+        tracing::info!(reason = refusal.reason(), "websocket refused");
+        ApiError::Rejected {
+            status: StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN),
+            message: refusal.reason().to_string(),
+        }
+    })
 }

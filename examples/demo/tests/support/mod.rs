@@ -314,3 +314,146 @@ pub fn expected_frame(name: &str, id: &str, author: &str, text: &str) -> String 
         r#"{{"type":"event","payload":{{"name":"{name}","data":{{"_id":"{id}","author":"{author}","text":"{text}"}}}}}}"#
     )
 }
+
+// ---- TBone's requests over the socket --------------------------------------
+
+/// Connects to `addr`'s `/ws/` with `origin` as the `Origin` header (as a
+/// browser sends it), or returns the handshake's error (a refusal is
+/// `Error::Http` with the server's status and body).
+pub async fn connect_from(
+    addr: SocketAddr,
+    origin: Option<&str>,
+) -> Result<Socket, async_tungstenite::tungstenite::Error> {
+    use async_tungstenite::tungstenite::client::IntoClientRequest;
+    use async_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = format!("ws://{addr}/ws/")
+        .into_client_request()
+        .expect("a websocket request");
+    if let Some(origin) = origin {
+        let origin = HeaderValue::from_str(origin).expect("an origin header");
+        request.headers_mut().insert("origin", origin);
+    }
+    tokio::time::timeout(WAIT, connect_async(request))
+        .await
+        .expect("the websocket handshake finishes in time")
+        .map(|(socket, _response)| socket)
+}
+
+/// A websocket client of the demo that speaks TBone's request/response
+/// protocol: what it reads while looking for one frame (responses, events)
+/// is kept for later, so no frame is lost to the order of the waits.
+pub struct Client {
+    pub socket: Socket,
+    backlog: Vec<(Value, String)>,
+}
+
+impl Client {
+    /// Connects to `addr`'s `/ws/`.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        Client::from(connect(addr).await)
+    }
+
+    /// Sends one text message as is.
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::text(text))
+            .await
+            .expect("the socket takes the message");
+    }
+
+    /// Sends one binary message.
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.socket
+            .send(Message::binary(bytes.to_vec()))
+            .await
+            .expect("the socket takes the message");
+    }
+
+    /// Sends TBone's request message (`body` left out when `None`).
+    pub async fn send_request(
+        &mut self,
+        key: Value,
+        method: &str,
+        href: &str,
+        body: Option<Value>,
+    ) {
+        let mut message =
+            serde_json::json!({"type": "request", "key": key, "method": method, "href": href});
+        if let Some(body) = body {
+            message["body"] = body;
+        }
+        self.send_text(&message.to_string()).await;
+    }
+
+    /// Sends a request and returns its response frame, as JSON.
+    pub async fn request(
+        &mut self,
+        key: Value,
+        method: &str,
+        href: &str,
+        body: Option<Value>,
+    ) -> Value {
+        self.send_request(key.clone(), method, href, body).await;
+        let (frame, _) = self.response_for(&key).await;
+        frame
+    }
+
+    /// The response to the request with `key`, as JSON and as received.
+    pub async fn response_for(&mut self, key: &Value) -> (Value, String) {
+        self.first(|frame| frame["type"] == "response" && frame["key"] == *key)
+            .await
+    }
+
+    /// The next response, whatever its key: nothing answered in between.
+    pub async fn next_response(&mut self) -> Value {
+        self.first(|frame| frame["type"] == "response").await.0
+    }
+
+    /// The next event about entry `id`, as received (events about other
+    /// entries may come from other tests: model signals are process-wide).
+    pub async fn event_for(&mut self, id: &str) -> String {
+        self.first(|frame| frame["type"] == "event" && frame["payload"]["data"]["_id"] == id)
+            .await
+            .1
+    }
+
+    /// The first frame (kept or read within [`WAIT`]) that `wanted` accepts;
+    /// fails if the socket closes or errs.
+    async fn first(&mut self, wanted: impl Fn(&Value) -> bool) -> (Value, String) {
+        if let Some(at) = self.backlog.iter().position(|(frame, _)| wanted(frame)) {
+            return self.backlog.remove(at);
+        }
+        let read = async {
+            loop {
+                let message = self
+                    .socket
+                    .next()
+                    .await
+                    .expect("the socket stays open")
+                    .expect("a websocket message");
+                let text = match message {
+                    Message::Text(text) => text.to_string(),
+                    Message::Close(frame) => panic!("the server closed the socket: {frame:?}"),
+                    _ => continue,
+                };
+                let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+                if wanted(&frame) {
+                    return (frame, text);
+                }
+                self.backlog.push((frame, text));
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .unwrap_or_else(|_| panic!("the expected frame did not come within {WAIT:?}"))
+    }
+}
+
+impl From<Socket> for Client {
+    fn from(socket: Socket) -> Client {
+        Client {
+            socket,
+            backlog: Vec::new(),
+        }
+    }
+}
