@@ -16,7 +16,7 @@ use tbone_dispatch::testing::ManualRuntime;
 use tbone_dispatch::{
     close_code, serve_socket, Carrier, CarrierConfig, Channel, ChannelBuilder, ChannelError,
     CloseReason, Envelope, Frame, Incoming, MemoryBackend, Outgoing, OverflowPolicy, Payload,
-    PublishError, SocketOptions, SubscribeError, TBoneEnvelope,
+    PublishError, ReadError, SocketOptions, SubscribeError, TBoneEnvelope,
 };
 
 type Memory = Channel<MemoryBackend<ManualRuntime>, ManualRuntime>;
@@ -332,11 +332,8 @@ fn shutdown_writes_what_was_queued_before_the_close_frame() {
     // The client reads nothing until the end: the frames wait in the
     // carrier's queue, behind a socket that takes one at a time.
     let (sink, mut client) = mpsc::channel::<Outgoing>(0);
-    let (_incoming, stream) = mpsc::unbounded::<Result<Incoming, String>>();
-    let served = {
-        let (rt, ch) = (rt.clone(), ch.clone());
-        async move { serve_socket(&rt, &ch, sink, stream, options).await }
-    };
+    let (_incoming, stream) = mpsc::unbounded::<Result<Incoming, ReadError>>();
+    let served = serve_socket(&ch, sink, stream, options);
     let mut served = std::pin::pin!(served);
     assert!(rt.run_for(served.as_mut()).is_none(), "serving");
     assert_eq!(ch.subscriber_count("e"), 1);

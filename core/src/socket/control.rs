@@ -31,11 +31,16 @@ pub(crate) enum Parsed {
     Other,
 }
 
-/// The shape of a message that claims to be a control message.
+/// The shape of a message that claims to be a control message: one with an
+/// `action` key, whatever its value (`null` included).
 #[derive(Deserialize)]
 struct Probe {
-    #[serde(default)]
-    action: Option<serde::de::IgnoredAny>,
+    #[serde(default, deserialize_with = "present")]
+    action: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(value).map(|_| true)
 }
 
 pub(crate) const EXPECTED: &str =
@@ -51,7 +56,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
         return Parsed::Control(control);
     }
     match serde_json::from_str::<Probe>(text) {
-        Ok(Probe { action: Some(_) }) => Parsed::Malformed,
+        Ok(Probe { action: true }) => Parsed::Malformed,
         _ => Parsed::Other,
     }
 }
@@ -87,6 +92,7 @@ mod tests {
             })
         );
         assert_eq!(parse(r#"{"action":"jump","event":"e"}"#), Parsed::Malformed);
+        assert_eq!(parse(r#"{"action":null}"#), Parsed::Malformed);
         assert_eq!(parse(r#"{"action":"subscribe"}"#), Parsed::Malformed);
         assert_eq!(parse(r#"{"type":"request","key":1}"#), Parsed::Other);
         assert_eq!(parse("hello"), Parsed::Other);

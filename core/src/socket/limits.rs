@@ -55,8 +55,10 @@ impl Limits {
         self
     }
 
-    /// Most messages (of any kind, pings and pongs included) the client may
-    /// send within one second (default 1 000); `None` for no limit.
+    /// How many messages (of any kind, pings and pongs included) the client
+    /// may send per second (default 1 000; `None` for no limit), as a token
+    /// bucket: a burst of that many at once, and that many per second on
+    /// average after it, so over any T seconds at most `n + n·T`.
     pub fn max_messages_per_second(mut self, messages: Option<u32>) -> Self {
         self.per_second = messages;
         self
@@ -78,18 +80,22 @@ impl Limits {
     }
 }
 
-/// Counts messages in one-second windows.
+/// A token bucket of `limit` tokens, refilled at `limit` per second: a
+/// client may send a burst of `limit` messages, and `limit` per second on
+/// average (so at most `limit` + `limit`·T over any T seconds). Sixteen
+/// bytes, whatever the limit.
 #[derive(Debug)]
-pub(crate) struct RateWindow {
-    start: Instant,
-    count: u32,
+pub(crate) struct RateLimiter {
+    /// Tokens left; `None` until the first message (a full bucket).
+    tokens: Option<f64>,
+    last: Instant,
 }
 
-impl RateWindow {
+impl RateLimiter {
     pub(crate) fn new(now: Instant) -> Self {
-        RateWindow {
-            start: now,
-            count: 0,
+        RateLimiter {
+            tokens: None,
+            last: now,
         }
     }
 
@@ -98,12 +104,16 @@ impl RateWindow {
         let Some(limit) = limit else {
             return true;
         };
-        if now.saturating_duration_since(self.start) >= Duration::from_secs(1) {
-            self.start = now;
-            self.count = 0;
+        let rate = f64::from(limit);
+        let refill = now.saturating_duration_since(self.last).as_secs_f64() * rate;
+        self.last = self.last.max(now);
+        let tokens = (self.tokens.unwrap_or(rate) + refill).min(rate);
+        if tokens < 1.0 {
+            self.tokens = Some(tokens);
+            return false;
         }
-        self.count = self.count.saturating_add(1);
-        self.count <= limit
+        self.tokens = Some(tokens - 1.0);
+        true
     }
 }
 
@@ -112,13 +122,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_window_resets_every_second() {
+    fn a_burst_of_the_limit_then_the_limit_per_second() {
         let start = Instant::now();
-        let mut window = RateWindow::new(start);
-        assert!((0..3).all(|_| window.admit(start, Some(3))));
-        assert!(!window.admit(start, Some(3)));
-        let later = start + Duration::from_millis(1_000);
-        assert!(window.admit(later, Some(3)));
-        assert!(window.admit(later, None));
+        let mut bucket = RateLimiter::new(start);
+        assert!((0..3).all(|_| bucket.admit(start, Some(3))));
+        assert!(!bucket.admit(start, Some(3)), "the burst is spent");
+        let third = start + Duration::from_millis(334);
+        assert!(
+            bucket.admit(third, Some(3)),
+            "a token every third of a second"
+        );
+        assert!(!bucket.admit(third, Some(3)));
+        assert!(bucket.admit(third, None), "no limit");
+        let mut never = RateLimiter::new(start);
+        assert!(!never.admit(start, Some(0)));
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::control::{self, Control, ControlAction, Parsed};
-use super::limits::{Limits, RateWindow};
+use super::limits::{Limits, RateLimiter};
 use super::options::SocketOptions;
 use crate::carrier::{close_code, CloseReason};
 use crate::{Frame, SubscribeError};
@@ -164,7 +164,8 @@ pub enum HandlerOutcome {
 /// - other messages go to the application's handler, at most
 ///   [`Limits::in_flight`] at a time (reading pauses at the limit); without
 ///   a handler, text is ignored (as in TBone) and binary closes with 1003;
-/// - over [`Limits::subscriptions`] or [`Limits::messages_per_second`]: 1008;
+/// - over [`Limits::subscriptions`] or [`Limits::messages_per_second`] (a
+///   token bucket: bursts of that many, that many per second on average): 1008;
 /// - read errors close with the code of their kind ([`ReadError`]); a
 ///   handler error or panic closes with 1011.
 ///
@@ -206,12 +207,15 @@ pub struct Session {
     channels: Arc<[Arc<str>]>,
     next_ping: Option<Instant>,
     heard: bool,
+    /// Reading paused (a subscription, the in-flight limit) at some point
+    /// since the last ping: the client's silence may be the session's.
+    paused: bool,
     /// Subscriptions the client made (channel index, event).
     subscriptions: HashSet<(usize, Box<str>)>,
     /// The subscription the driver is working on.
     pending: Option<(usize, Box<str>)>,
     in_flight: usize,
-    rate: RateWindow,
+    rate: RateLimiter,
     actions: VecDeque<Action>,
     closed: Option<CloseReason>,
 }
@@ -229,10 +233,11 @@ impl Session {
             channels,
             next_ping: (!ping_interval.is_zero()).then(|| now + ping_interval),
             heard: true,
+            paused: false,
             subscriptions: HashSet::new(),
             pending: None,
             in_flight: 0,
-            rate: RateWindow::new(now),
+            rate: RateLimiter::new(now),
             actions: VecDeque::new(),
             closed: None,
         }
@@ -276,7 +281,11 @@ impl Session {
     /// Subscriptions the client holds through control messages (a pending
     /// one included).
     pub fn client_subscriptions(&self) -> usize {
-        self.subscriptions.len() + usize::from(self.pending.is_some())
+        let pending_new = self
+            .pending
+            .as_ref()
+            .is_some_and(|pending| !self.subscriptions.contains(pending));
+        self.subscriptions.len() + usize::from(pending_new)
     }
 
     /// The client sent `message` at `now`.
@@ -331,6 +340,9 @@ impl Session {
 
     fn deliver(&mut self, message: ClientMessage) {
         self.in_flight += 1;
+        if self.in_flight >= self.limits.in_flight() {
+            self.paused = true;
+        }
         self.actions.push_back(Action::Deliver(message));
     }
 
@@ -366,6 +378,7 @@ impl Session {
                     );
                 }
                 self.pending = Some(key);
+                self.paused = true;
                 self.actions.push_back(Action::Subscribe { channel, event });
             }
         }
@@ -418,14 +431,17 @@ impl Session {
         if now < due {
             return;
         }
-        // Silence is the client's fault only while we were reading.
-        if !self.heard && self.pending.is_none() && self.in_flight < self.limits.in_flight() {
+        // Silence is the client's fault only if we read all along: a pong
+        // may wait unread behind a subscription or a busy handler.
+        let reading = self.pending.is_none() && self.in_flight < self.limits.in_flight();
+        if !self.heard && !self.paused && reading {
             return self.close(
                 CloseReason::Rejected(close_code::GOING_AWAY, "no answer to pings".into()),
                 false,
             );
         }
         self.heard = false;
+        self.paused = !reading;
         self.next_ping = Some(now + self.ping_interval);
         self.actions.push_back(Action::Ping);
     }
