@@ -1,7 +1,7 @@
 //! What one client may ask of the server: subscriptions, messages in
 //! flight, messages per second.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The limits of one served socket: what a single client may cost the
 /// server. Going over the subscription or rate limit closes the connection
@@ -119,6 +119,8 @@ impl RateLimiter {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
