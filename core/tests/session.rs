@@ -1085,7 +1085,6 @@ impl Harness {
                 self.fail(format!(
                     "{count} messages admitted within {stretch:.3} s, limit {limit} per second (bound {bound:.2})"
                 ));
-                return;
             }
         }
     }
