@@ -64,8 +64,28 @@ impl Runtime for Tokio {
         Ok(())
     }
 
+    /// A timer of this value's runtime (the pinned one, or the current
+    /// one), so it works when polled from any executor. Outside every tokio
+    /// runtime, a thread sleeps instead: slower, but never a panic.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
-        tokio::time::sleep(duration)
+        let timer = self.handle().ok().map(|handle| {
+            // A `Sleep` belongs to the timer of the runtime it is made in.
+            let _inside = handle.enter();
+            tokio::time::sleep(duration)
+        });
+        async move {
+            match timer {
+                Some(timer) => timer.await,
+                None => {
+                    let (done, wait) = futures::channel::oneshot::channel::<()>();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(duration);
+                        let _ = done.send(());
+                    });
+                    let _ = wait.await;
+                }
+            }
+        }
     }
 
     fn bounded<T: Send + 'static>(
@@ -73,5 +93,34 @@ impl Runtime for Tokio {
         capacity: usize,
     ) -> (queue::Sender<T>, queue::Receiver<T>) {
         queue::bounded(capacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tbone_dispatch::Runtime;
+
+    use super::Tokio;
+
+    /// Found in review: `sleep` ignored the handle, so a `Tokio` pinned to
+    /// a runtime panicked ("no reactor running") when its timer was made
+    /// outside that runtime, as a channel's driver does on another
+    /// executor.
+    #[test]
+    fn sleep_uses_the_pinned_runtime_from_any_executor() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let pinned = Tokio::with_handle(runtime.handle().clone());
+        let started = Instant::now();
+        futures::executor::block_on(pinned.sleep(Duration::from_millis(20)));
+        assert!(started.elapsed() >= Duration::from_millis(20));
+    }
+
+    #[test]
+    fn sleep_outside_every_runtime_still_sleeps() {
+        let started = Instant::now();
+        futures::executor::block_on(Tokio::default().sleep(Duration::from_millis(20)));
+        assert!(started.elapsed() >= Duration::from_millis(20));
     }
 }
