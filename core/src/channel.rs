@@ -42,8 +42,10 @@ pub const DEFAULT_MAX_EVENT_NAME: usize = 256;
 pub struct ChannelBuilder {
     name: String,
     envelope: Arc<dyn Envelope>,
+    envelope_type: &'static str,
     max_event_name: usize,
     max_payload: usize,
+    backend_settings: String,
 }
 
 impl fmt::Debug for ChannelBuilder {
@@ -62,15 +64,28 @@ impl ChannelBuilder {
         ChannelBuilder {
             name: name.into(),
             envelope: Arc::new(TBoneEnvelope),
+            envelope_type: std::any::type_name::<TBoneEnvelope>(),
             max_event_name: DEFAULT_MAX_EVENT_NAME,
             max_payload: DEFAULT_MAX_PAYLOAD,
+            backend_settings: String::new(),
         }
     }
 
     /// The envelope that turns events into frames (default
     /// [`TBoneEnvelope`]).
-    pub fn envelope(mut self, envelope: impl Envelope) -> Self {
+    pub fn envelope<E: Envelope>(mut self, envelope: E) -> Self {
         self.envelope = Arc::new(envelope);
+        self.envelope_type = std::any::type_name::<E>();
+        self
+    }
+
+    /// Describes what the backend is made from (a database, its options),
+    /// for backends whose constructor takes arguments: opening the name
+    /// again with other settings is then
+    /// [`ChannelError::SettingsMismatch`] instead of silently the channel
+    /// opened first. (The MongoDB builder sets it.)
+    pub fn backend_settings(mut self, settings: impl Into<String>) -> Self {
+        self.backend_settings = settings.into();
         self
     }
 
@@ -98,11 +113,22 @@ impl ChannelBuilder {
         let ChannelBuilder {
             name,
             envelope,
+            envelope_type,
             max_event_name,
             max_payload,
+            backend_settings,
         } = self;
         let type_name = std::any::type_name::<Channel<B, R>>();
-        let inner = registry::get_or_create(&name, type_name, || {
+        let settings = format!(
+            "envelope {envelope_type}, event names up to {max_event_name} bytes, data up to {max_payload} bytes{}{backend_settings}",
+            if backend_settings.is_empty() { "" } else { ", " },
+        );
+        let registered = registry::Registration {
+            name: &name,
+            type_name,
+            settings: &settings,
+        };
+        let inner = registry::get_or_create(registered, Inner::is_orphaned, Inner::retire, || {
             let backend = backend(&runtime);
             let (stop_trigger, stop_requested) = oneshot::channel();
             Arc::new_cyclic(|me| Inner {
@@ -117,6 +143,7 @@ impl ChannelBuilder {
                 stats: Counters::default(),
                 consumer: Mutex::new(Consumer::Idle),
                 warned_idle: AtomicBool::new(false),
+                orphaned: AtomicBool::new(false),
                 stop_trigger: Mutex::new(Some(stop_trigger)),
                 stop_requested: stop_requested.shared(),
             })
@@ -192,6 +219,9 @@ struct Inner<B: Backend, R: Runtime> {
     stats: Counters,
     consumer: Mutex<Consumer>,
     warned_idle: AtomicBool,
+    /// Set when the registry replaced this instance because its consumer
+    /// died with its runtime.
+    orphaned: AtomicBool,
     /// Fired by `stop`; sockets served on the channel wait on it.
     stop_trigger: Mutex<Option<oneshot::Sender<()>>>,
     stop_requested: Shared<oneshot::Receiver<()>>,
@@ -537,9 +567,17 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
 
     /// Starts consuming the backend's events and delivering them to local
     /// subscribers: the spec's `kickoff`. Idempotent while running. The
-    /// consumer runs on the channel's runtime until [`Channel::stop`].
+    /// consumer runs on the channel's runtime until [`Channel::stop`]; if
+    /// that runtime shuts down first, this fails with
+    /// [`ChannelError::ConsumerGone`], and opening the name again gives a
+    /// fresh channel.
     pub fn kickoff(&self) -> Result<(), ChannelError> {
         let inner = &self.inner;
+        if inner.is_orphaned() {
+            return Err(ChannelError::ConsumerGone {
+                name: inner.name.to_string(),
+            });
+        }
         let mut consumer = lock(&inner.consumer);
         match &*consumer {
             Consumer::Running { .. } => return Ok(()),
@@ -668,13 +706,39 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         }
     }
 
-    /// Whether the channel was stopped.
+    /// Whether the channel was stopped, or its consumer ended with its
+    /// runtime.
     pub fn is_stopped(&self) -> bool {
-        matches!(*lock(&self.inner.consumer), Consumer::Stopped { .. })
+        matches!(*lock(&self.inner.consumer), Consumer::Stopped { .. }) || self.inner.is_orphaned()
     }
 }
 
 impl<B: Backend, R: Runtime> Inner<B, R> {
+    /// Whether the consumer task is gone without a stop: dropped with its
+    /// runtime, so nothing will deliver this channel's events again.
+    fn is_orphaned(&self) -> bool {
+        if self.orphaned.load(Ordering::Acquire) {
+            return true;
+        }
+        match &*lock(&self.consumer) {
+            Consumer::Running { done, .. } => {
+                matches!(done.clone().now_or_never(), Some(Err(_)))
+            }
+            Consumer::Idle | Consumer::Stopped { .. } => false,
+        }
+    }
+
+    /// Marks an orphaned channel stopped, so its handles say so and the
+    /// sockets served on it close.
+    fn retire(&self) {
+        self.orphaned.store(true, Ordering::Release);
+        *lock(&self.consumer) = Consumer::Stopped { done: None };
+        if let Some(trigger) = lock(&self.stop_trigger).take() {
+            let _ = trigger.send(());
+        }
+        lock(&self.subscriptions).clear();
+    }
+
     fn deliver(&self, event: &Event) {
         self.deliver_run(std::slice::from_ref(event));
     }

@@ -16,6 +16,24 @@ pub enum ChannelError {
         /// The type that was asked for.
         requested: &'static str,
     },
+    /// A channel with this name exists with other settings (another
+    /// envelope, limits, database or backend options).
+    #[error("channel `{name}` already exists with other settings ({existing}), so it cannot be opened with {requested}: channels are singletons by name; open it with the same settings, or pick another name")]
+    SettingsMismatch {
+        /// The channel's name.
+        name: String,
+        /// The settings of the existing channel.
+        existing: String,
+        /// The settings asked for.
+        requested: String,
+    },
+    /// The channel's consumer task ended without [`Channel::stop`](crate::Channel::stop):
+    /// its runtime shut down (one runtime per test, say).
+    #[error("the consumer of channel `{name}` ended with its runtime; open the channel again by name (on a running runtime) to get a new instance")]
+    ConsumerGone {
+        /// The channel's name.
+        name: String,
+    },
     /// The channel was stopped; open it again by name to get a new one.
     #[error("channel `{name}` is stopped; open it again by name to get a new instance")]
     Stopped {

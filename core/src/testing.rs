@@ -180,6 +180,15 @@ impl ManualRuntime {
         lock(&self.inner.clock).now
     }
 
+    /// Drops every task, as a runtime that shuts down does (a tokio
+    /// runtime at the end of `#[tokio::test]`): what a channel whose
+    /// consumer died with its runtime looks like.
+    pub fn shutdown(&self) {
+        let tasks = std::mem::take(&mut *lock(&self.inner.tasks));
+        let fresh = std::mem::take(&mut *lock(&self.inner.incoming));
+        drop((tasks, fresh));
+    }
+
     /// Tasks spawned and not yet finished.
     pub fn task_count(&self) -> usize {
         lock(&self.inner.tasks).len() + lock(&self.inner.incoming).len()

@@ -404,3 +404,67 @@ fn flush_delivers_what_was_published_without_stopping() {
         "nothing to flush once stopped"
     );
 }
+
+/// Issue 12, defect 2: with one runtime per test, a second test that
+/// opened a channel by name got the first test's instance, whose consumer
+/// had died with the first runtime: `kickoff` said Ok and every publish
+/// failed as Stopped. Now the name gives a fresh channel, and the old
+/// handle says what happened.
+#[test]
+fn a_channel_whose_consumer_died_with_its_runtime_is_replaced() {
+    let first = ManualRuntime::new();
+    let old = channel(&first, "orphaned");
+    old.kickoff().unwrap();
+    first.run(old.publish("e", &1)).unwrap().unwrap();
+    first.shutdown();
+    assert!(old.is_stopped(), "its consumer is gone");
+    assert!(matches!(
+        old.kickoff(),
+        Err(ChannelError::ConsumerGone { .. })
+    ));
+
+    let second = ManualRuntime::new();
+    let fresh = channel(&second, "orphaned");
+    assert!(fresh != old, "a new instance");
+    fresh.kickoff().unwrap();
+    let (carrier, mut frames) = client(&second, CarrierConfig::default());
+    fresh.subscribe("e", &carrier).unwrap();
+    second.run(fresh.publish("e", &2)).unwrap().unwrap();
+    assert_eq!(drain(&second, &mut frames).len(), 1, "delivered");
+}
+
+/// Issue 12, defect 2: opening a name again with other settings returned
+/// the first channel silently.
+#[test]
+fn reopening_a_name_with_other_settings_is_an_error() {
+    let rt = ManualRuntime::new();
+    let name = "core-tests-settings";
+    let first: Memory = ChannelBuilder::new(name)
+        .max_payload_bytes(1024)
+        .open(rt.clone(), MemoryBackend::new)
+        .unwrap();
+    let same: Memory = ChannelBuilder::new(name)
+        .max_payload_bytes(1024)
+        .open(rt.clone(), MemoryBackend::new)
+        .unwrap();
+    assert!(same == first);
+    let bigger = ChannelBuilder::new(name).open(rt.clone(), MemoryBackend::new);
+    assert!(
+        matches!(bigger, Err(ChannelError::SettingsMismatch { .. })),
+        "{bigger:?}"
+    );
+    struct Lines;
+    impl tbone_dispatch::Envelope for Lines {
+        fn encode(&self, event: &str, data: &tbone_dispatch::Payload) -> Frame {
+            Frame::from(format!("{event} {data}"))
+        }
+    }
+    let other_envelope = ChannelBuilder::new(name)
+        .max_payload_bytes(1024)
+        .envelope(Lines)
+        .open(rt.clone(), MemoryBackend::new);
+    let Err(error) = other_envelope else {
+        panic!("another envelope must be refused");
+    };
+    assert!(error.to_string().contains("Lines"), "{error}");
+}

@@ -642,7 +642,25 @@ impl MongoChannelBuilder {
             db,
             options,
         } = self;
+        let collection = options
+            .collection
+            .clone()
+            .unwrap_or_else(|| format!("tbone_channel_{name}"));
+        // What makes two opens of the name the same channel; the driver's
+        // runtime is not part of it.
+        let settings = format!(
+            "MongoDB collection `{}.{collection}` (capacity {}, {} bytes per document, journal {}, skew window {:?}, batches of {}, buffer {}, await {:?})",
+            db.name(),
+            options.capacity,
+            options.message_size,
+            options.journal,
+            options.skew_window,
+            options.max_batch,
+            options.buffer,
+            options.await_time,
+        );
         channel
+            .backend_settings(settings)
             .max_payload_bytes(options.max_payload)
             .open(runtime, |_| MongoBackend::new(&db, &name, options, driver))
     }
