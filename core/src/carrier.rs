@@ -232,6 +232,9 @@ struct CloseFlag {
     reason: Mutex<Option<CloseReason>>,
     pump: AtomicWaker,
     waiters: Mutex<Vec<Waker>>,
+    /// Set when the writer has ended (its sink closed, or abandoned).
+    finished: AtomicBool,
+    finish_waiters: Mutex<Vec<Waker>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -289,6 +292,24 @@ impl CloseFlag {
 
     fn is_announced(&self) -> bool {
         lock(&self.reason).is_some()
+    }
+
+    fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        let waiters = std::mem::take(&mut *lock(&self.finish_waiters));
+        for waker in waiters {
+            waker.wake();
+        }
+    }
+}
+
+/// Marks the writer finished when it ends, or when its task is dropped
+/// (a runtime shutting down).
+struct FinishOnDrop(Arc<CloseFlag>);
+
+impl Drop for FinishOnDrop {
+    fn drop(&mut self) {
+        self.0.finish();
     }
 }
 
@@ -491,6 +512,30 @@ impl<R: Runtime> Carrier<R> {
         })
     }
 
+    /// Completes when the carrier's writer has ended: closed, its last
+    /// frames and close frame written (or abandoned after the close
+    /// timeout), its sink closed. A server waits on it to know that a
+    /// client was told goodbye.
+    pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        let flag = self.shared.flag.clone();
+        future::poll_fn(move |cx| {
+            if flag.finished.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            {
+                let mut waiters = lock(&flag.finish_waiters);
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+            }
+            if flag.finished.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+
     /// Frames accepted into the queue so far.
     pub fn frames_queued(&self) -> u64 {
         self.shared.queued.load(Ordering::Relaxed)
@@ -592,6 +637,7 @@ async fn pump<R, S>(
     S: Sink<Outgoing> + Send + Unpin + 'static,
     S::Error: fmt::Display,
 {
+    let _finish = FinishOnDrop(flag.clone());
     // For a close after what was queued: the time left to write it.
     let (mut drain_limit, mut drain_expired) = (None, false);
     let failure = loop {

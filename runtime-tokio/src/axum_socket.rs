@@ -99,6 +99,10 @@ pub fn read_error(error: axum::Error) -> ReadError {
         Ok(typed) => match *typed {
             WsError::Utf8(why) => ReadError::InvalidUtf8(why),
             WsError::Capacity(why) => ReadError::TooBig(why.to_string()),
+            // The peer went away without a close frame: nobody to tell.
+            WsError::Protocol(
+                axum_tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+            ) => ReadError::ConnectionLost("closed without a closing handshake".into()),
             WsError::Protocol(why) => ReadError::Protocol(why.to_string()),
             WsError::Io(why) => ReadError::ConnectionLost(why.to_string()),
             WsError::ConnectionClosed | WsError::AlreadyClosed => {

@@ -22,14 +22,15 @@ use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::{Sink, StreamExt};
 use tbone_dispatch::{
-    Carrier, CarrierConfig, Channel, ChannelError, Frame, MemoryBackend, Runtime, SocketOptions,
-    SpawnError,
+    Carrier, CarrierConfig, Channel, ChannelError, Channels, Frame, MemoryBackend, Runtime,
+    SocketOptions, SpawnError,
 };
 
 pub mod backends;
 pub mod browser;
 pub mod carriers;
 pub mod channels;
+pub mod duplex;
 pub mod mongo;
 pub mod signals;
 pub mod soak;
@@ -74,11 +75,34 @@ pub trait TestRuntime: Runtime + Default {
         S: Sink<Frame> + Send + Unpin + 'static,
         S::Error: fmt::Display;
 
-    /// Serves websockets on `channel` at a fresh port of 127.0.0.1: this
-    /// runtime's TCP listener, the runtime crate's
-    /// `websocket::accept_stream` (tokio: `websocket::accept`) and
-    /// `websocket::serve` with `options`, one task per connection.
-    fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer;
+    /// Serves websockets on `channels` at a fresh port of 127.0.0.1, one
+    /// task per connection, as `how` says: this runtime's TCP listener and
+    /// the runtime crate's `websocket` functions with `options`.
+    fn spawn_server(
+        how: Serving,
+        channels: Channels<Self>,
+        options: SocketOptions,
+    ) -> websocket::WsServer;
+
+    /// [`TestRuntime::spawn_server`] with [`Serving::Accept`]: the runtime
+    /// crate's `websocket::accept` (origin policy, authorizer, subscription
+    /// before the handshake response), then `Accepted::serve`.
+    fn spawn_ws_server(
+        channels: impl Into<Channels<Self>>,
+        options: SocketOptions,
+    ) -> websocket::WsServer {
+        Self::spawn_server(Serving::Accept, channels.into(), options)
+    }
+
+    /// [`TestRuntime::spawn_server`] with [`Serving::Upgraded`]: the
+    /// runtime crate's bare `websocket::handshake`, then `websocket::serve`
+    /// on the upgraded socket.
+    fn spawn_upgraded_ws_server(
+        channels: impl Into<Channels<Self>>,
+        options: SocketOptions,
+    ) -> websocket::WsServer {
+        Self::spawn_server(Serving::Upgraded, channels.into(), options)
+    }
 
     /// A TCP connection to `addr` made with this runtime's networking, and
     /// its local address.
@@ -125,8 +149,12 @@ impl TestRuntime for Tokio {
         tbone_dispatch_tokio::Carrier::from_sink(sink)
     }
 
-    fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer {
-        use tbone_dispatch_tokio::websocket::{accept, serve};
+    fn spawn_server(
+        how: Serving,
+        channels: Channels<Self>,
+        options: SocketOptions,
+    ) -> websocket::WsServer {
+        use tbone_dispatch_tokio::websocket::{accept, handshake, serve};
         let (listener, addr) = websocket::bind_loopback();
         let listener = tokio::net::TcpListener::from_std(listener).expect("adopting the listener");
         let incoming = futures::stream::unfold(listener, |listener| async move {
@@ -134,10 +162,22 @@ impl TestRuntime for Tokio {
             Some((next, listener))
         });
         websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
-            let (channel, options) = (channel.clone(), options.clone());
+            let (channels, options) = (channels.clone(), options.clone());
             async move {
-                let socket = accept(tcp, &options).await.map_err(|e| e.to_string())?;
-                Ok(serve(socket, &channel, options).await)
+                match how {
+                    Serving::Accept => {
+                        let accepted = accept(tcp, channels, options)
+                            .await
+                            .map_err(websocket::NotServed::from)?;
+                        Ok(accepted.serve().await)
+                    }
+                    Serving::Upgraded => {
+                        let socket = handshake(tcp, options.handshake_limits())
+                            .await
+                            .map_err(websocket::NotServed::from)?;
+                        Ok(serve(socket, channels, options).await)
+                    }
+                }
             }
         })
     }
@@ -150,6 +190,20 @@ impl TestRuntime for Tokio {
             local,
         ))
     }
+}
+
+/// How a test server ([`TestRuntime::spawn_server`]) serves each
+/// connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// `websocket::accept`: the upgrade request read and judged (origin
+    /// policy, authorizer: refused with an HTTP status), the socket
+    /// subscribed, the handshake completed; then `Accepted::serve`.
+    Accept,
+    /// `websocket::handshake` (bare: no upgrade request judged, nothing
+    /// subscribed before the response), then `websocket::serve` on the
+    /// upgraded socket.
+    Upgraded,
 }
 
 /// async-std and smol differ only in names: one implementation for both.
@@ -184,8 +238,12 @@ macro_rules! futures_io_runtime {
                 $krate::Carrier::from_sink(sink)
             }
 
-            fn spawn_ws_server(channel: Mem<Self>, options: SocketOptions) -> websocket::WsServer {
-                use $krate::websocket::{accept_stream, serve};
+            fn spawn_server(
+                how: Serving,
+                channels: Channels<Self>,
+                options: SocketOptions,
+            ) -> websocket::WsServer {
+                use $krate::websocket::{accept, handshake, serve};
                 use $net as net;
                 let (listener, addr) = websocket::bind_loopback();
                 let listener: net::TcpListener = $adopt(listener);
@@ -194,12 +252,22 @@ macro_rules! futures_io_runtime {
                     Some((next, listener))
                 });
                 websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
-                    let (channel, options) = (channel.clone(), options.clone());
+                    let (channels, options) = (channels.clone(), options.clone());
                     async move {
-                        let socket = accept_stream(tcp, &options)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        Ok(serve(socket, &channel, options).await)
+                        match how {
+                            Serving::Accept => {
+                                let accepted = accept(tcp, channels, options)
+                                    .await
+                                    .map_err(websocket::NotServed::from)?;
+                                Ok(accepted.serve().await)
+                            }
+                            Serving::Upgraded => {
+                                let socket = handshake(tcp, options.handshake_limits())
+                                    .await
+                                    .map_err(websocket::NotServed::from)?;
+                                Ok(serve(socket, channels, options).await)
+                            }
+                        }
                     }
                 })
             }
@@ -431,6 +499,7 @@ macro_rules! conformance_suite {
                 model_writes_become_resource_events,
                 server_killed_and_restarted_loses_and_repeats_nothing,
                 acknowledged_publishes_survive_a_server_crash,
+                publish_delivered_waits_for_the_instance_to_read_it_back,
             }
             websocket {
                 clients_receive_exact_text_frames,
@@ -447,6 +516,21 @@ macro_rules! conformance_suite {
                 silent_client_is_closed_as_unresponsive,
                 channel_stop_with_connected_sockets,
                 long_close_reason_is_cut_to_fit_the_close_frame,
+            }
+            duplex {
+                handler_replies_in_order_with_events,
+                handler_error_closes_only_its_connection_with_1011,
+                handler_panic_closes_only_its_connection_with_1011,
+                binary_messages_reach_the_handler_with_their_bytes,
+                multiplexer_answers_requests_over_the_socket,
+                two_channels_on_one_socket,
+                authorizer_refuses_before_the_upgrade,
+                foreign_origin_is_refused_with_403,
+                authorizer_decides_per_event_and_client,
+                subscription_limit_closes_with_1008,
+                message_rate_limit_closes_with_1008,
+                subscribed_before_the_handshake_response,
+                a_reply_after_publish_delivered_follows_the_event,
             }
         }
     };

@@ -697,3 +697,50 @@ pub async fn acknowledged_publishes_survive_a_server_crash<R: TestRuntime>() {
         acknowledged.len()
     );
 }
+
+/// `publish_delivered` on a MongoChannel resolves once this instance has
+/// read its own document back from the capped collection and queued it
+/// for its carriers (the receipt waits beside the tailing cursor), with
+/// how many took it; the other instance delivers it too.
+pub async fn publish_delivered_waits_for_the_instance_to_read_it_back<R: TestRuntime>() {
+    let test = "publish_delivered";
+    let db_a = database::<R>(test).await;
+    let db_b = connect_to(&mongo_uri(), &database_name::<R>(test)).await;
+    let options = MongoOptions::default().collection("tbone_channel_delivered");
+    let a = open::<R>(
+        &unique_name::<R>("mongo-delivered-a"),
+        &db_a,
+        options.clone(),
+    );
+    let b = open::<R>(&unique_name::<R>("mongo-delivered-b"), &db_b, options);
+    let (carrier_a, mut client_a) = new_carrier::<R>();
+    let (carrier_b, mut client_b) = new_carrier::<R>();
+    a.subscribe("e", &carrier_a).unwrap();
+    b.subscribe("e", &carrier_b).unwrap();
+    for i in 0..5 {
+        let before = carrier_a.frames_queued();
+        let delivered = within::<R, _>(
+            MONGO_WAIT,
+            "a delivered publish",
+            a.publish_delivered("e", &i),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("[{}] publish_delivered: {e}", R::name()));
+        assert_eq!(delivered.carriers, 1, "[{}] one local carrier", R::name());
+        assert_eq!(
+            carrier_a.frames_queued(),
+            before + 1,
+            "[{}] in the carrier's queue when it returns",
+            R::name()
+        );
+    }
+    let expected: Vec<serde_json::Value> = (0..5).map(serde_json::Value::from).collect();
+    assert_eq!(
+        frames_n::<R>(&mut client_a, 5, "instance a").await,
+        expected
+    );
+    assert_eq!(
+        frames_n::<R>(&mut client_b, 5, "instance b").await,
+        expected
+    );
+}

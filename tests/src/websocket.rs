@@ -1,12 +1,14 @@
 //! Websocket carriers against real clients over loopback (127.0.0.1): each
-//! runtime crate's `websocket::accept_stream` (or `accept`) and
-//! `websocket::serve`, exercised by async-tungstenite clients and by a raw
-//! client that speaks bytes (garbage, invalid frames, silence).
+//! runtime crate's `websocket::accept` and `Accepted::serve` (or
+//! `websocket::handshake` and `websocket::serve`), exercised by
+//! async-tungstenite clients and by a raw client that speaks bytes
+//! (garbage, invalid frames, silence).
 //!
 //! The server side is [`TestRuntime::spawn_ws_server`]; it reports how
-//! every connection ended (the [`CloseReason`] `serve` returned, or a
-//! handshake error or panic), keyed by the client's address, so a test can
-//! tell one connection's fate from another's.
+//! every connection ended (the [`CloseReason`] `serve` returned, or the
+//! refusal, handshake error or panic that kept it from being served),
+//! keyed by the client's address, so a test can tell one connection's fate
+//! from another's.
 
 use std::future::Future;
 use std::io;
@@ -14,8 +16,10 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use async_tungstenite::tungstenite::protocol::CloseFrame;
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either};
@@ -23,7 +27,11 @@ use futures::StreamExt;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt, Stream};
 use serde::Serialize;
 use serde_json::json;
-use tbone_dispatch::{close_code, CarrierConfig, CloseReason, PublishError, SocketOptions};
+use tbone_dispatch::{
+    close_code, Authorizer, CarrierConfig, CloseReason, ConnectRequest, PublishError, Refusal,
+    SocketOptions,
+};
+use tbone_dispatch_tokio::websocket::AcceptError;
 
 use crate::{eventually, unique_name, wait, within, Mem, TestRuntime};
 
@@ -38,9 +46,28 @@ pub type ClientIo = Box<dyn Io>;
 /// A websocket client (async-tungstenite) over a [`ClientIo`].
 pub type Client = WebSocketStream<ClientIo>;
 
+/// Why a connection was not served.
+#[derive(Debug)]
+pub enum NotServed {
+    /// Refused before the upgrade: the client was answered with this HTTP
+    /// status (origin policy, authorizer, malformed request...).
+    Refused(Refusal),
+    /// The handshake failed, timed out, or the task panicked.
+    Failed(String),
+}
+
+impl From<AcceptError> for NotServed {
+    fn from(error: AcceptError) -> Self {
+        match error {
+            AcceptError::Refused(refusal) => NotServed::Refused(refusal),
+            other => NotServed::Failed(other.to_string()),
+        }
+    }
+}
+
 /// How one served connection ended: the reason `serve` returned, or why
-/// there was none (handshake failure, panic).
-pub type Outcome = Result<CloseReason, String>;
+/// there was none (refusal, handshake failure, panic).
+pub type Outcome = Result<CloseReason, NotServed>;
 
 /// A websocket server on 127.0.0.1 (see [`TestRuntime::spawn_ws_server`]).
 /// Dropping it stops accepting; connections already served go on.
@@ -61,7 +88,32 @@ impl WsServer {
         peer: SocketAddr,
         what: &str,
     ) -> CloseReason {
-        let outcome = wait::<R, _>(what, async {
+        let outcome = self.outcome_for::<R>(peer, what).await;
+        outcome.unwrap_or_else(|e| {
+            panic!(
+                "[{}] the server did not serve connection {peer} ({what}): {e:?}",
+                R::name()
+            )
+        })
+    }
+
+    /// The refusal the connection from client address `peer` got before
+    /// its upgrade, waiting for it (within [`crate::WAIT`]). Fails the test
+    /// if it was served, or failed otherwise.
+    pub async fn refusal_for<R: TestRuntime>(&mut self, peer: SocketAddr, what: &str) -> Refusal {
+        match self.outcome_for::<R>(peer, what).await {
+            Err(NotServed::Refused(refusal)) => refusal,
+            other => panic!(
+                "[{}] connection {peer} should have been refused before the upgrade ({what}), got {other:?}",
+                R::name()
+            ),
+        }
+    }
+
+    /// How the connection from client address `peer` ended, whatever it
+    /// was, waiting for it (within [`crate::WAIT`]).
+    pub async fn outcome_for<R: TestRuntime>(&mut self, peer: SocketAddr, what: &str) -> Outcome {
+        wait::<R, _>(what, async {
             loop {
                 if let Some(i) = self.seen.iter().position(|(p, _)| *p == peer) {
                     return self.seen.remove(i).1;
@@ -72,13 +124,7 @@ impl WsServer {
                 }
             }
         })
-        .await;
-        outcome.unwrap_or_else(|e| {
-            panic!(
-                "[{}] the server failed connection {peer} ({what}): {e}",
-                R::name()
-            )
-        })
+        .await
     }
 
     /// The client addresses of the connections that ended so far, without
@@ -127,9 +173,9 @@ where
                         let report = report.clone();
                         let served = AssertUnwindSafe(serve(connection)).catch_unwind();
                         let task = async move {
-                            let outcome = served
-                                .await
-                                .unwrap_or_else(|_| Err("serving the socket panicked".to_string()));
+                            let outcome = served.await.unwrap_or_else(|_| {
+                                Err(NotServed::Failed("serving the socket panicked".to_string()))
+                            });
                             let _ = report.unbounded_send((peer, outcome));
                         };
                         if let Err(e) = runtime.spawn(task) {
@@ -156,17 +202,68 @@ where
 /// A websocket client connected to `addr` (async-tungstenite over the
 /// runtime's TCP), with the client's own address (the server's `peer`).
 pub async fn connect<R: TestRuntime>(addr: SocketAddr) -> (Client, SocketAddr) {
+    connect_with::<R>(addr, &[]).await
+}
+
+/// [`connect`] with `headers` added to the upgrade request (a cookie, an
+/// `Origin`...). Fails the test if the handshake fails.
+pub async fn connect_with<R: TestRuntime>(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+) -> (Client, SocketAddr) {
+    let (client, local) = try_connect::<R>(addr, headers).await;
+    match client {
+        Ok(client) => (client, local),
+        Err(e) => panic!("[{}] websocket handshake with {addr}: {e}", R::name()),
+    }
+}
+
+/// A websocket handshake with `headers` added to the upgrade request, its
+/// result as the client sees it (a refusal is `Error::Http` with the
+/// server's response), and the client's own address.
+pub async fn try_connect<R: TestRuntime>(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+) -> (Result<Client, WsError>, SocketAddr) {
     let (io, local) = wait::<R, _>("a TCP connection", R::connect_tcp(addr))
         .await
         .unwrap_or_else(|e| panic!("[{}] connecting to {addr}: {e}", R::name()));
-    let url = format!("ws://{addr}/ws");
-    let (client, _) = wait::<R, _>(
+    let mut request = format!("ws://{addr}/ws")
+        .into_client_request()
+        .expect("a websocket URL");
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+        let value = HeaderValue::from_str(value).expect("a header value");
+        request.headers_mut().append(name, value);
+    }
+    let client = wait::<R, _>(
         "the websocket handshake",
-        async_tungstenite::client_async(url, io),
+        async_tungstenite::client_async(request, io),
     )
     .await
-    .unwrap_or_else(|e| panic!("[{}] websocket handshake with {addr}: {e}", R::name()));
+    .map(|(client, _)| client);
     (client, local)
+}
+
+/// Asserts that a client with `headers` is refused before the upgrade:
+/// its handshake fails with the server's HTTP response, whose status is
+/// returned (with the client's address).
+pub async fn refused_status<R: TestRuntime>(
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+) -> (u16, SocketAddr) {
+    let (client, local) = try_connect::<R>(addr, headers).await;
+    match client {
+        Err(WsError::Http(response)) => (response.status().as_u16(), local),
+        Err(other) => panic!(
+            "[{}] the handshake with {headers:?} should fail with an HTTP status, got the error {other}",
+            R::name()
+        ),
+        Ok(_) => panic!(
+            "[{}] the handshake with {headers:?} should have been refused, it was upgraded",
+            R::name()
+        ),
+    }
 }
 
 /// The next message a client receives, pings included, within
@@ -421,19 +518,23 @@ pub fn tbone_frame(name: &str, data: &str) -> String {
     format!(r#"{{"type":"event","payload":{{"name":"{name}","data":{data}}}}}"#)
 }
 
-fn open_running<R: TestRuntime>(test: &str) -> Mem<R> {
+/// A running memory channel named for this runtime and `test`.
+pub fn open_running<R: TestRuntime>(test: &str) -> Mem<R> {
     let channel = Mem::<R>::named(&unique_name::<R>(test)).expect("open");
     channel.kickoff().expect("kickoff");
     channel
 }
 
-async fn publish<R: TestRuntime>(channel: &Mem<R>, event: &str, data: &serde_json::Value) {
+/// Publishes `data` as `event` (within [`crate::WAIT`]), failing the test
+/// on an error.
+pub async fn publish<R: TestRuntime>(channel: &Mem<R>, event: &str, data: &serde_json::Value) {
     wait::<R, _>(&format!("publishing {event}"), channel.publish(event, data))
         .await
         .unwrap_or_else(|e| panic!("[{}] publishing {event}: {e}", R::name()));
 }
 
-fn assert_rejected(reason: &CloseReason, code: u16, what: &str) {
+/// Asserts that `reason` is `CloseReason::Rejected` with `code`.
+pub fn assert_rejected(reason: &CloseReason, code: u16, what: &str) {
     match reason {
         CloseReason::Rejected(got, _) if *got == code => {}
         other => panic!("{what}: expected CloseReason::Rejected({code}, _), got {other:?}"),
@@ -752,7 +853,8 @@ pub async fn invalid_frames_close_only_that_connection<R: TestRuntime>() {
     assert!(!server.ended_so_far().contains(&bystander_peer));
 }
 
-/// A binary message is refused: close code 1003.
+/// Without a message handler, a binary message is refused: close code
+/// 1003 (with one, it reaches the handler: see [`crate::duplex`]).
 pub async fn binary_message_closes_with_1003<R: TestRuntime>() {
     let channel = open_running::<R>("ws-binary");
     let mut server = R::spawn_ws_server(channel.clone(), SocketOptions::new(["e"]));
@@ -842,13 +944,28 @@ pub async fn malformed_control_message_closes_with_1008<R: TestRuntime>() {
     }
 }
 
+/// An authorizer that lets every client connect and refuses one event.
+struct RefuseEvent(&'static str);
+
+impl Authorizer for RefuseEvent {
+    type Client = ();
+
+    async fn connect(&self, _request: &ConnectRequest) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    async fn allow(&self, _client: &(), _channel: &str, event: &str) -> bool {
+        event != self.0
+    }
+}
+
 /// Events the authorization hook refuses are not subscribed, at connect
 /// time or by control message; the latter gets an error frame.
 pub async fn unauthorized_subscription_gets_error_frame<R: TestRuntime>() {
     let channel = open_running::<R>("ws-authorize");
     let options = SocketOptions::new(["y", "secret"])
         .control_messages(true)
-        .authorize(|event| event != "secret");
+        .authorize(RefuseEvent("secret"));
     let _server = R::spawn_ws_server(channel.clone(), options);
     let (mut client, _) = connect::<R>(_server.addr).await;
     eventually::<R>("the socket subscribed to y", || {
@@ -878,8 +995,8 @@ pub async fn unauthorized_subscription_gets_error_frame<R: TestRuntime>() {
     );
 }
 
-/// With control messages off (the default, as in TBone), text from the
-/// client is ignored: no subscription, no close.
+/// With control messages off (the default, as in TBone) and no message
+/// handler, text from the client is ignored: no subscription, no close.
 pub async fn text_is_ignored_without_control_messages<R: TestRuntime>() {
     let channel = open_running::<R>("ws-no-control");
     let mut server = R::spawn_ws_server(channel.clone(), SocketOptions::new(["y"]));
@@ -965,12 +1082,15 @@ pub async fn silent_client_is_closed_as_unresponsive<R: TestRuntime>() {
 
 /// Stopping the channel clears its subscriptions, and each socket served
 /// on it gets what was published before the stop, then a close frame with
-/// 1001; a socket accepted afterwards is refused with 1001.
+/// 1001. A socket that comes afterwards is refused: before its upgrade
+/// with HTTP 503 (`accept` subscribes it before the handshake response),
+/// or, already upgraded (`handshake` + `serve`), with a close frame 1001.
 pub async fn channel_stop_with_connected_sockets<R: TestRuntime>() {
     let channel = open_running::<R>("ws-stop");
     let mut server = R::spawn_ws_server(channel.clone(), SocketOptions::new(["e"]));
+    let mut upgraded = R::spawn_upgraded_ws_server(channel.clone(), SocketOptions::new(["e"]));
     let (mut first, first_peer) = connect::<R>(server.addr).await;
-    let (mut second, second_peer) = connect::<R>(server.addr).await;
+    let (mut second, second_peer) = connect::<R>(upgraded.addr).await;
     eventually::<R>("both sockets subscribed", || {
         channel.subscriber_count("e") == 2
     })
@@ -990,7 +1110,11 @@ pub async fn channel_stop_with_connected_sockets<R: TestRuntime>() {
     ));
 
     // Each socket gets what was published before the stop, then 1001.
-    for (client, peer) in [(&mut first, first_peer), (&mut second, second_peer)] {
+    let stopped = format!("the channel `{}` stopped", channel.name());
+    for (client, server, peer) in [
+        (&mut first, &mut server, first_peer),
+        (&mut second, &mut upgraded, second_peer),
+    ] {
         assert_eq!(next_text::<R>(client, "e").await, tbone_frame("e", "2"));
         expect_close::<R>(
             client,
@@ -1003,29 +1127,38 @@ pub async fn channel_stop_with_connected_sockets<R: TestRuntime>() {
             .await;
         assert_eq!(
             reason,
-            CloseReason::Rejected(close_code::GOING_AWAY, "the channel stopped".into())
+            CloseReason::Rejected(close_code::GOING_AWAY, stopped.clone())
         );
     }
-    // A new socket cannot subscribe to a stopped channel.
-    let (mut late, late_peer) = connect::<R>(server.addr).await;
+    // A new socket cannot subscribe to a stopped channel: refused before
+    // the upgrade...
+    let (status, late_peer) = refused_status::<R>(server.addr, &[]).await;
+    assert_eq!(status, 503, "a socket on a stopped channel");
+    let refusal = server.refusal_for::<R>(late_peer, "the late socket").await;
+    assert_eq!(refusal.status(), 503);
+    assert!(
+        refusal.reason().contains("is stopped"),
+        "refusal {refusal:?}"
+    );
+    // ...or, already upgraded, closed with 1001.
+    let (mut late, late_peer) = connect::<R>(upgraded.addr).await;
     expect_close::<R>(
         &mut late,
         close_code::GOING_AWAY,
-        "a socket on a stopped channel",
+        "an upgraded socket on a stopped channel",
     )
     .await;
-    let reason = server.reason_for::<R>(late_peer, "the late socket").await;
+    let reason = upgraded
+        .reason_for::<R>(late_peer, "the late upgraded socket")
+        .await;
     assert_rejected(&reason, close_code::GOING_AWAY, "late socket");
 }
 
 /// A close reason longer than a control frame can hold (125 bytes, 2 of
 /// them the code) must be cut, at a character boundary, so that the client
 /// still gets the close code rather than a protocol error. Here the reason
-/// is the refusal of a stopped channel whose name is long.
-///
-/// Not in `conformance_suite!` yet: it fails until `CloseReason::close_frame`
-/// (core/src/carrier.rs) bounds the reason; the client currently gets
-/// "Control frame too big". Add it to the `websocket` list with the fix.
+/// is the refusal of an already upgraded socket (`handshake` + `serve`) on
+/// a stopped channel whose name is long.
 pub async fn long_close_reason_is_cut_to_fit_the_close_frame<R: TestRuntime>() {
     let name = format!(
         "{}/{}",
@@ -1034,7 +1167,7 @@ pub async fn long_close_reason_is_cut_to_fit_the_close_frame<R: TestRuntime>() {
     );
     let channel = Mem::<R>::named(&name).expect("open");
     channel.kickoff().expect("kickoff");
-    let mut server = R::spawn_ws_server(channel.clone(), SocketOptions::new(["e"]));
+    let mut server = R::spawn_upgraded_ws_server(channel.clone(), SocketOptions::new(["e"]));
     wait::<R, _>("the channel to stop", channel.stop()).await;
     let (mut late, peer) = connect::<R>(server.addr).await;
     let reason = expect_close::<R>(&mut late, close_code::GOING_AWAY, "a long close reason").await;

@@ -1,25 +1,33 @@
 //! The axum carrier (tokio only): a `Router` whose route answers with
-//! `tbone_dispatch_tokio::axum_socket::upgrade`, served by `axum::serve` on
-//! 127.0.0.1, against real async-tungstenite clients.
+//! `tbone_dispatch_tokio::axum_socket::SocketUpgrade::serve`, served by
+//! `axum::serve` on 127.0.0.1, against real async-tungstenite clients:
+//! events, close codes, authorization and origins before the upgrade, and
+//! TBone's requests answered through an axum `Router`.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_tungstenite::tungstenite::Message;
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
+use axum::{Json, Router};
 use futures::StreamExt;
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tbone_dispatch_tests::duplex::{request, BySession};
 use tbone_dispatch_tests::websocket::{
-    connect, expect_close, next_message, next_text, tbone_frame,
+    connect, connect_with, expect_close, next_message, next_text, refused_status, tbone_frame,
 };
 use tbone_dispatch_tests::{eventually, init_logging, unique_name, wait, TestRuntime, Tokio};
-use tbone_dispatch_tokio::{axum_socket, close_code, MemoryChannel, SocketOptions};
+use tbone_dispatch_tokio::axum_socket::{router_multiplexer, SocketUpgrade};
+use tbone_dispatch_tokio::{close_code, MemoryChannel, SocketOptions};
 
 type AppState = (MemoryChannel, SocketOptions);
 
-async fn events(ws: WebSocketUpgrade, State((channel, options)): State<AppState>) -> Response {
-    axum_socket::upgrade(ws, channel, options)
+async fn events(ws: SocketUpgrade, State((channel, options)): State<AppState>) -> Response {
+    ws.serve(&channel, options).await
 }
 
 /// A running channel and an axum app serving it at `/ws` on a fresh port.
@@ -132,6 +140,167 @@ fn axum_oversized_message_closes_with_1009() {
         assert_eq!(
             next_text::<Tokio>(&mut bystander, "e").await,
             tbone_frame("e", "1")
+        );
+    });
+}
+
+/// An authorizer that needs a cookie or a header decides before the
+/// upgrade: a client without it gets HTTP 401, one with an unknown session
+/// 403 (its handshake fails with that status, nothing is subscribed); a
+/// page of another host gets 403 whatever its credentials; a client with
+/// them is served.
+#[test]
+fn axum_authorizer_and_origin_refuse_before_the_upgrade() {
+    init_logging();
+    Tokio::block_on(async {
+        let options = SocketOptions::new(["e", "admin_audit"]).authorize(BySession);
+        let (channel, addr) = serve_app("axum-authorize", options).await;
+        let session = ("Cookie", "session=user-token");
+        for (headers, status, what) in [
+            (vec![], 401, "no credentials"),
+            (
+                vec![("Cookie", "session=stolen")],
+                403,
+                "an unknown session",
+            ),
+            (
+                vec![("Origin", "https://evil.example"), session],
+                403,
+                "a foreign origin",
+            ),
+        ] {
+            let (got, _) = refused_status::<Tokio>(addr, &headers).await;
+            assert_eq!(got, status, "the HTTP status for {what}");
+        }
+        assert_eq!(
+            channel.carrier_count(),
+            0,
+            "refused clients are not subscribed"
+        );
+
+        let own = format!("http://{addr}");
+        let (mut user, _) = connect_with::<Tokio>(addr, &[("Origin", own.as_str()), session]).await;
+        let (mut admin, _) =
+            connect_with::<Tokio>(addr, &[("Authorization", "Bearer admin-token")]).await;
+        // Subscribed before the handshake response, per event and client.
+        assert_eq!(channel.subscriber_count("e"), 2);
+        assert_eq!(channel.subscriber_count("admin_audit"), 1);
+        wait::<Tokio, _>("publish", channel.publish("admin_audit", &json!(1)))
+            .await
+            .expect("publish");
+        wait::<Tokio, _>("publish", channel.publish("e", &json!(2)))
+            .await
+            .expect("publish");
+        assert_eq!(
+            next_text::<Tokio>(&mut user, "e").await,
+            tbone_frame("e", "2")
+        );
+        assert_eq!(
+            next_text::<Tokio>(&mut admin, "admin_audit").await,
+            tbone_frame("admin_audit", "1")
+        );
+        assert_eq!(
+            next_text::<Tokio>(&mut admin, "e").await,
+            tbone_frame("e", "2")
+        );
+    });
+}
+
+/// The application's REST API, as the socket's requests reach it through
+/// `router_multiplexer`: entries (GET, POST with a JSON body), the cookie
+/// the route sees, a route that fails with 500.
+fn api() -> Router {
+    #[derive(Deserialize)]
+    struct NewEntry {
+        text: String,
+    }
+    type Entries = Arc<Mutex<Vec<Value>>>;
+    async fn list(State(entries): State<Entries>) -> Json<Vec<Value>> {
+        Json(
+            entries
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+    async fn create(
+        State(entries): State<Entries>,
+        Json(new): Json<NewEntry>,
+    ) -> (StatusCode, Json<Value>) {
+        let mut entries = entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = json!({"id": entries.len() + 1, "text": new.text});
+        entries.push(entry.clone());
+        (StatusCode::CREATED, Json(entry))
+    }
+    async fn whoami(headers: HeaderMap) -> Json<Value> {
+        let cookie = headers
+            .get("cookie")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        Json(json!({"cookie": cookie}))
+    }
+    async fn broken() -> (StatusCode, Json<Value>) {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "the database is down"})),
+        )
+    }
+    Router::new()
+        .route("/api/entries/", get(list).post(create))
+        .route("/api/whoami/", get(whoami))
+        .route("/api/broken/", get(broken))
+        .with_state(Entries::default())
+}
+
+/// `router_multiplexer` answers TBone's requests over the socket through
+/// the application's own axum `Router`: GET, POST with a JSON body (and the
+/// router's own 422 for a body it rejects), the router's 404 for an
+/// unknown route, a handler's 500; the upgrade request's cookie reaches
+/// the route; the socket stays open after each.
+#[test]
+fn axum_router_multiplexer_routes_requests_through_the_router() {
+    init_logging();
+    Tokio::block_on(async {
+        let options = SocketOptions::new(["e"]).on_message(router_multiplexer(api()));
+        let (channel, addr) = serve_app("axum-router", options).await;
+        let (mut client, _) = connect_with::<Tokio>(addr, &[("Cookie", "session=abc")]).await;
+        let c = &mut client;
+        let entries = "/api/entries/";
+
+        assert_eq!(
+            request::<Tokio>(c, json!(1), "GET", entries, None).await,
+            (200, json!([]))
+        );
+        let body = Some(json!({"text": "over the socket"}));
+        assert_eq!(
+            request::<Tokio>(c, json!("two"), "POST", entries, body).await,
+            (201, json!({"id": 1, "text": "over the socket"}))
+        );
+        let (status, _) =
+            request::<Tokio>(c, json!(3), "POST", entries, Some(json!({"txt": 1}))).await;
+        assert_eq!(status, 422, "axum's Json rejection");
+        assert_eq!(
+            request::<Tokio>(c, json!(4), "GET", entries, None).await,
+            (200, json!([{"id": 1, "text": "over the socket"}]))
+        );
+        let (status, _) = request::<Tokio>(c, json!(5), "GET", "/api/nothing/", None).await;
+        assert_eq!(status, 404, "the router's own 404");
+        assert_eq!(
+            request::<Tokio>(c, json!(6), "GET", "/api/broken/", None).await,
+            (500, json!({"error": "the database is down"}))
+        );
+        assert_eq!(
+            request::<Tokio>(c, json!(7), "GET", "/api/whoami/", None).await,
+            (200, json!({"cookie": "session=abc"}))
+        );
+        // Still open: events and requests.
+        wait::<Tokio, _>("publish", channel.publish("e", &json!(8)))
+            .await
+            .expect("publish");
+        assert_eq!(next_text::<Tokio>(c, "e").await, tbone_frame("e", "8"));
+        assert_eq!(
+            request::<Tokio>(c, json!(9), "GET", entries, None).await,
+            (200, json!([{"id": 1, "text": "over the socket"}]))
         );
     });
 }

@@ -17,7 +17,7 @@ use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use super::authorize::{Client, ConnectRequest, DynAuthorizer, Refusal};
 use super::channels::Channels;
 use super::handler::{DynHandler, SendError, SocketHandle, SocketOps};
-use super::late_sink::{BoxSink, LateSink, SinkFailure};
+use super::late_sink::{BoxSink, ErrInto, LateSink, SinkFailure};
 use super::options::SocketOptions;
 use super::session::{
     Action, ClientMessage, HandlerOutcome, Incoming, ReadError, Session, SubscribeOutcome,
@@ -153,9 +153,9 @@ impl<R: Runtime> Connection<R> {
     // future.
     pub fn serve<Si, St>(self, sink: Si, stream: St) -> impl Future<Output = CloseReason>
     where
-        Si: Sink<Outgoing> + Send + 'static,
+        Si: Sink<Outgoing> + Send + Unpin + 'static,
         Si::Error: Into<SinkFailure>,
-        St: Stream<Item = Result<Incoming, ReadError>> + Unpin,
+        St: Stream<Item = Result<Incoming, ReadError>> + Unpin + Send + 'static,
     {
         let Connection {
             carrier,
@@ -165,7 +165,7 @@ impl<R: Runtime> Connection<R> {
             client,
             request,
         } = self;
-        let sink: BoxSink = Box::pin(sink.sink_map_err(Into::into));
+        let sink: BoxSink = Box::pin(ErrInto(sink));
         // A refused attach means the carrier is already closed.
         let _ = attach.send(sink);
         let runtime = channels.runtime().clone();
@@ -180,7 +180,9 @@ impl<R: Runtime> Connection<R> {
             }))
         });
         let going_away = going_away(&channels, &options);
+        let close_timeout = options.carrier_config().close_timeout;
         let driver = Driver {
+            close_timeout,
             session,
             carrier,
             channels,
@@ -225,6 +227,7 @@ impl<R: Runtime> Drop for CloseOnDrop<R> {
 }
 
 struct Driver<R: Runtime> {
+    close_timeout: std::time::Duration,
     session: Session,
     carrier: CloseOnDrop<R>,
     channels: Channels<R>,
@@ -241,7 +244,7 @@ impl<R: Runtime> Driver<R> {
         going_away: BoxFuture<'static, String>,
     ) -> CloseReason
     where
-        St: Stream<Item = Result<Incoming, ReadError>> + Unpin,
+        St: Stream<Item = Result<Incoming, ReadError>> + Unpin + Send + 'static,
     {
         let mut going_away = going_away;
         let mut closed = pin!(self.carrier.0.closed());
@@ -325,7 +328,15 @@ impl<R: Runtime> Driver<R> {
             .close_reason()
             .cloned()
             .unwrap_or(CloseReason::Closed);
-        self.carrier.0.close_reason().unwrap_or(reason)
+        let reason = self.carrier.0.close_reason().unwrap_or(reason);
+        if reason.close_frame().is_some() {
+            let closing =
+                closing_handshake(&self.carrier.0, stream, &self.runtime, self.close_timeout);
+            if let Err(error) = self.runtime.spawn(closing) {
+                tracing::debug!(%error, "cannot wait for the client's close frame");
+            }
+        }
+        reason
     }
 
     fn perform(
@@ -387,6 +398,39 @@ impl<R: Runtime> Driver<R> {
             }
         }
         .boxed()
+    }
+}
+
+/// The closing handshake (RFC 6455, 7.1.1), off the connection's task:
+/// once the carrier's writer has sent our close frame, read (and drop)
+/// what the client still sends until its close frame or the end, within
+/// the close timeout. Dropping the read half with unread data in it would
+/// reset the TCP connection, and the client could lose our close frame and
+/// its code; reading before our frame is out would let the websocket
+/// answer a client's close first.
+fn closing_handshake<R, St>(
+    carrier: &Carrier<R>,
+    mut stream: St,
+    runtime: &R,
+    limit: std::time::Duration,
+) -> impl Future<Output = ()> + Send + 'static
+where
+    R: Runtime,
+    St: Stream<Item = Result<Incoming, ReadError>> + Unpin + Send + 'static,
+{
+    let written = carrier.finished();
+    let runtime = runtime.clone();
+    async move {
+        let limit = runtime.sleep(limit);
+        let drained = async move {
+            written.await;
+            while let Some(Ok(message)) = stream.next().await {
+                if message == Incoming::Close {
+                    break;
+                }
+            }
+        };
+        let _ = future::select(pin!(drained), pin!(limit)).await;
     }
 }
 
@@ -506,7 +550,7 @@ where
     R: Runtime,
     Si: Sink<Outgoing> + Send + Unpin + 'static,
     Si::Error: Into<SinkFailure>,
-    St: Stream<Item = Result<Incoming, ReadError>> + Unpin,
+    St: Stream<Item = Result<Incoming, ReadError>> + Unpin + Send + 'static,
 {
     let channels = channels.into();
     let runtime = channels.runtime().clone();

@@ -41,6 +41,20 @@ impl LateSink {
         (attach, LateSink::Waiting(waiting))
     }
 
+    /// The sink, if it was attached (taken from the oneshot if it is
+    /// there), without waiting.
+    fn attached(&mut self) -> Option<&mut BoxSink> {
+        if let LateSink::Waiting(waiting) = self {
+            if let Ok(Some(sink)) = waiting.try_recv() {
+                *self = LateSink::Ready(sink);
+            }
+        }
+        match self {
+            LateSink::Ready(sink) => Some(sink),
+            LateSink::Waiting(_) => None,
+        }
+    }
+
     fn ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<&mut BoxSink, SinkFailure>> {
         if let LateSink::Waiting(waiting) = self {
             match waiting.poll_unpin(cx) {
@@ -75,17 +89,50 @@ impl Sink<Outgoing> for LateSink {
         }
     }
 
+    // A sink attached but not yet used (no frame was ever sent) must
+    // still be flushed and closed: the websocket's answer to a client's
+    // close frame waits in it.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkFailure>> {
-        match &mut *self {
-            LateSink::Ready(sink) => sink.as_mut().poll_flush(cx),
-            LateSink::Waiting(_) => Poll::Ready(Ok(())),
+        match self.attached() {
+            Some(sink) => sink.as_mut().poll_flush(cx),
+            None => Poll::Ready(Ok(())),
         }
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkFailure>> {
-        match &mut *self {
-            LateSink::Ready(sink) => sink.as_mut().poll_close(cx),
-            LateSink::Waiting(_) => Poll::Ready(Ok(())),
+        match self.attached() {
+            Some(sink) => sink.as_mut().poll_close(cx),
+            None => Poll::Ready(Ok(())),
         }
+    }
+}
+
+/// A sink whose errors become [`SinkFailure`]s on every call. (futures'
+/// `sink_map_err` and `sink_err_into` map one error, then panic with
+/// "polled MapErr after completion": a write that failed, then the close
+/// frame on the way out, did that inside the carrier's writer.)
+pub(crate) struct ErrInto<S>(pub(crate) S);
+
+impl<S> Sink<Outgoing> for ErrInto<S>
+where
+    S: Sink<Outgoing> + Unpin,
+    S::Error: Into<SinkFailure>,
+{
+    type Error = SinkFailure;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkFailure>> {
+        Pin::new(&mut self.0).poll_ready(cx).map_err(Into::into)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Outgoing) -> Result<(), SinkFailure> {
+        Pin::new(&mut self.0).start_send(item).map_err(Into::into)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkFailure>> {
+        Pin::new(&mut self.0).poll_flush(cx).map_err(Into::into)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SinkFailure>> {
+        Pin::new(&mut self.0).poll_close(cx).map_err(Into::into)
     }
 }

@@ -94,6 +94,10 @@ pub fn read_error(error: WsError) -> ReadError {
     match error {
         WsError::Utf8(why) => ReadError::InvalidUtf8(why),
         WsError::Capacity(why) => ReadError::TooBig(why.to_string()),
+        // The peer went away without a close frame: nobody to tell.
+        WsError::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
+            ReadError::ConnectionLost("closed without a closing handshake".into())
+        }
         WsError::Protocol(why) => ReadError::Protocol(why.to_string()),
         WsError::AttackAttempt => ReadError::Protocol("an attack attempt".into()),
         WsError::Io(why) => ReadError::ConnectionLost(why.to_string()),

@@ -1,5 +1,5 @@
 //! A websocket server and clients on loopback for the load scenarios: the
-//! tokio runtime crate's `websocket::accept` and `serve` behind an accept
+//! tokio runtime crate's `websocket::accept` and `Accepted::serve` behind an accept
 //! loop that only counts how connections ended, so the scenario's own
 //! bookkeeping stays constant however many connections come and go.
 
@@ -13,7 +13,7 @@ use async_tungstenite::tokio::TokioAdapter;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use async_tungstenite::WebSocketStream;
 use tbone_dispatch::{CloseReason, SocketOptions};
-use tbone_dispatch_tokio::websocket::{accept, serve};
+use tbone_dispatch_tokio::websocket::accept;
 use tbone_dispatch_tokio::MemoryChannel;
 
 /// Limit on each step of a client (connect, handshake, a read).
@@ -86,8 +86,8 @@ pub fn start(
                 served.accepted.fetch_add(1, Ordering::SeqCst);
                 let (channel, served, options) = (channel.clone(), served.clone(), options.clone());
                 tokio::spawn(async move {
-                    let counter = match accept(tcp, &options).await {
-                        Ok(socket) => match serve(socket, &channel, options).await {
+                    let counter = match accept(tcp, &channel, options).await {
+                        Ok(accepted) => match accepted.serve().await {
                             CloseReason::PeerClosed | CloseReason::Closed => &served.peer_closed,
                             CloseReason::Overflow => &served.overflow,
                             other => {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::{TestRuntime, Tokio};
 
 pub mod churn;
+pub mod flood;
 pub mod fuzz;
 pub mod loopback;
 pub mod mongo_faults;
@@ -37,6 +38,9 @@ pub fn scenarios() -> Vec<Scenario> {
         ("receiver faults", |p| Tokio::block_on(receivers::run(p))),
         ("churn", |p| Tokio::block_on(churn::run(p))),
         ("stalled consumers", |p| Tokio::block_on(stalled::run(p))),
+        ("clients flooding requests", |p| {
+            Tokio::block_on(flood::run(p))
+        }),
         ("mongo faults", |p| Tokio::block_on(mongo_faults::run(p))),
         ("shutdown: channel stop", |p| {
             Tokio::block_on(shutdown::channel_stop(p))

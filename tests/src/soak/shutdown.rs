@@ -4,7 +4,7 @@
 //!
 //! Three rows:
 //! - **channel stop**: a memory channel serving real websocket clients
-//!   (the tokio crate's `websocket::accept` and `serve`) is stopped while
+//!   (the tokio crate's `websocket::accept` and `Accepted::serve`) is stopped while
 //!   publishers publish flat out, so that the sockets have a backlog. Each
 //!   socket must get what it was sent, then close 1001 (no shutdown signal
 //!   of the server's: the channel's stop alone). Publishes after the stop
@@ -44,7 +44,7 @@ use tbone_dispatch::{close_code, CarrierConfig, CloseReason, Frame, PublishError
 use tbone_dispatch_demo::MemoryState;
 use tbone_dispatch_tokio::model::RESOURCE_CREATE;
 use tbone_dispatch_tokio::mongo::{self, Driver, MongoOptions};
-use tbone_dispatch_tokio::websocket::{accept, serve};
+use tbone_dispatch_tokio::websocket::accept;
 use tbone_dispatch_tokio::{Carrier, MemoryChannel, MongoChannel, Tokio};
 use tokio::task::JoinHandle;
 
@@ -360,10 +360,12 @@ type Outcome = Result<CloseReason, String>;
 
 /// A websocket server over a channel, as an application writes one with the
 /// tokio crate: an accept loop, and a task per connection running
-/// `websocket::accept` and `serve`. Keeps each connection's task so that
+/// `websocket::accept` and `Accepted::serve`. Keeps each connection's task so that
 /// its end (and `serve`'s close reason) can be checked.
 struct Server {
     url: String,
+    /// The channel's name, which the close reason of its sockets names.
+    channel: String,
     accept_loop: JoinHandle<()>,
     stop_accepting: oneshot::Sender<()>,
     connections: Arc<Mutex<Vec<JoinHandle<Outcome>>>>,
@@ -374,6 +376,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let connections = Arc::new(Mutex::new(Vec::new()));
+        let name = channel.name().to_string();
         let (stop_accepting, mut stopped) = oneshot::channel::<()>();
         let accept_loop = tokio::spawn({
             let connections = connections.clone();
@@ -391,8 +394,10 @@ impl Server {
                     };
                     let (channel, options) = (channel.clone(), options.clone());
                     let task = tokio::spawn(async move {
-                        let socket = accept(tcp, &options).await.map_err(|e| e.to_string())?;
-                        Ok(serve(socket, &channel, options).await)
+                        let accepted = accept(tcp, &channel, options)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok(accepted.serve().await)
                     });
                     connections
                         .lock()
@@ -403,6 +408,7 @@ impl Server {
         });
         Ok(Server {
             url: format!("ws://{addr}/ws"),
+            channel: name,
             accept_loop,
             stop_accepting,
             connections,
@@ -424,7 +430,10 @@ impl Server {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         );
-        let expected = CloseReason::Rejected(close_code::GOING_AWAY, "the channel stopped".into());
+        let expected = CloseReason::Rejected(
+            close_code::GOING_AWAY,
+            format!("the channel `{}` stopped", self.channel),
+        );
         let (mut unfinished, mut other) = (0, Vec::new());
         let deadline = tokio::time::Instant::now() + STEP;
         for task in connections {

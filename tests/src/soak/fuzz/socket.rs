@@ -1,5 +1,7 @@
 //! Part 1: scripts of client messages fed to the core's `serve_socket`
-//! over in-memory halves, on a [`ManualRuntime`], so that every step ends
+//! over in-memory halves (read errors made from tungstenite's own error
+//! values, mapped by the websocket glue's `read_error` as a served socket's
+//! are), on a [`ManualRuntime`], so that every step ends
 //! in a quiescent state and the outcome can be compared with a model of
 //! the protocol: how each connection ends (close reason and code), every
 //! item its client receives (event frames, error frames, pings, the close
@@ -28,10 +30,11 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use tbone_dispatch::testing::ManualRuntime;
+use tbone_dispatch::websocket::read_error;
 use tbone_dispatch::{
-    close_code, serve_socket, Carrier, CarrierConfig, Channel, ChannelBuilder, CloseReason, Frame,
-    Incoming, MemoryBackend, Outgoing, OverflowPolicy, Runtime, SocketOptions,
-    DEFAULT_MAX_EVENT_NAME,
+    close_code, serve_socket, Authorizer, Carrier, CarrierConfig, Channel, ChannelBuilder,
+    CloseReason, ConnectRequest, Frame, Incoming, MemoryBackend, Outgoing, OverflowPolicy,
+    ReadError, Refusal, Runtime, SocketOptions, DEFAULT_MAX_EVENT_NAME,
 };
 
 use super::{ensure, run_cases, runner, shorten};
@@ -44,9 +47,25 @@ const PING: Duration = Duration::from_secs(10);
 /// does).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The authorization hook of every fuzzed server: `admin_*` is refused.
+/// The authorization rule of every fuzzed server: `admin_*` is refused.
 pub(crate) fn authorized(event: &str) -> bool {
     !event.starts_with("admin_")
+}
+
+/// The authorization hook of every fuzzed server: anyone may connect,
+/// [`authorized`] events only.
+pub(crate) struct FuzzAuthorizer;
+
+impl Authorizer for FuzzAuthorizer {
+    type Client = ();
+
+    async fn connect(&self, _request: &ConnectRequest) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    async fn allow(&self, _client: &(), _channel: &str, event: &str) -> bool {
+        authorized(event)
+    }
 }
 
 /// Event names the channel publishes during a case (the well-behaved
@@ -113,15 +132,19 @@ impl ReadFailure {
         }
     }
 
-    /// The close code RFC 6455 (section 7.4.1) asks for: 1007 for text that
-    /// is not UTF-8, 1009 for a message over the limit, 1002 for any other
-    /// broken framing (an oversized control frame included: section 5.5
-    /// makes it a protocol error, not a message too big).
-    pub(crate) fn code(self) -> u16 {
+    /// How the connection ends: with the close code RFC 6455 (section
+    /// 7.4.1) asks for: 1007 for text that is not UTF-8, 1009 for a message
+    /// over the limit, 1002 for any other broken framing (an oversized
+    /// control frame included: section 5.5 makes it a protocol error, not a
+    /// message too big); lost, without a close frame, when the connection
+    /// itself failed (an IO error, or the peer ending the TCP connection
+    /// without a close frame: nobody is left to send one to).
+    pub(crate) fn end(self) -> End {
         match self {
-            ReadFailure::NotUtf8 => close_code::INVALID_PAYLOAD,
-            ReadFailure::TooLong => close_code::TOO_BIG,
-            _ => close_code::PROTOCOL,
+            ReadFailure::NotUtf8 => End::Code(close_code::INVALID_PAYLOAD),
+            ReadFailure::TooLong => End::Code(close_code::TOO_BIG),
+            ReadFailure::Io | ReadFailure::ResetWithoutClose => End::Lost,
+            _ => End::Code(close_code::PROTOCOL),
         }
     }
 }
@@ -137,6 +160,8 @@ pub(crate) enum End {
     Sink,
     /// Its queue overflowed.
     Overflow,
+    /// The connection failed under the socket (no close frame).
+    Lost,
 }
 
 impl End {
@@ -145,7 +170,8 @@ impl End {
         match (self, reason) {
             (End::Peer, CloseReason::PeerClosed)
             | (End::Sink, CloseReason::SinkError(_))
-            | (End::Overflow, CloseReason::Overflow) => true,
+            | (End::Overflow, CloseReason::Overflow)
+            | (End::Lost, CloseReason::ConnectionLost(_)) => true,
             (End::Code(code), CloseReason::Rejected(got, _)) => code == got,
             _ => false,
         }
@@ -166,13 +192,16 @@ pub(crate) enum Out {
 pub(crate) enum Control {
     Subscribe(String),
     Unsubscribe(String),
+    /// Names a channel the socket is not served on (fuzzed sockets are
+    /// served on one channel, whose name no generated message spells).
+    OtherChannel,
 }
 
 /// The top level of a JSON text, with an object's entries in order and
 /// duplicates kept (a duplicated field makes a control message malformed).
 enum Shape {
     Object(Vec<(String, Value)>),
-    Array(Vec<Value>),
+    Array,
     Other,
 }
 
@@ -192,11 +221,8 @@ impl<'de> Deserialize<'de> for Shape {
                 Ok(Shape::Object(entries))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<Value>()? {
-                    items.push(item);
-                }
-                Ok(Shape::Array(items))
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Shape::Array)
             }
             fn visit_bool<E: de::Error>(self, _: bool) -> Result<Shape, E> {
                 Ok(Shape::Other)
@@ -222,10 +248,11 @@ impl<'de> Deserialize<'de> for Shape {
 }
 
 /// The oracle for control messages: `{"action":"subscribe"|"unsubscribe",
-/// "event":"<name>"}`, fields in any order, no other or repeated field.
-/// Serde's other spellings of the same struct are accepted as the server
-/// accepts them: the two-element array `["subscribe","<name>"]`, and the
-/// action as a map `{"subscribe":null}`.
+/// "event":"<name>"}` with an optional `"channel":"<name>"|null`, fields in
+/// any order, no other or repeated field. A JSON object only: serde's
+/// array spelling of the struct (`["subscribe","<name>"]`) is not a control
+/// message. Serde's other spelling of the action is accepted as the server
+/// accepts it: a map `{"subscribe":null}`.
 pub(crate) fn parse_control(text: &str) -> Option<Control> {
     fn action(value: &Value) -> Option<bool> {
         match value {
@@ -242,30 +269,38 @@ pub(crate) fn parse_control(text: &str) -> Option<Control> {
             _ => None,
         }
     }
-    let (subscribe, event) = match serde_json::from_str::<Shape>(text).ok()? {
+    let (subscribe, event, channel) = match serde_json::from_str::<Shape>(text).ok()? {
         Shape::Object(entries) => {
-            if entries.len() != 2 {
+            let known = ["action", "event", "channel"];
+            if entries.iter().any(|(k, _)| !known.contains(&k.as_str())) {
                 return None;
             }
             let field = |name: &str| {
                 let mut found = entries.iter().filter(|(k, _)| k == name);
-                let first = found.next()?;
-                found.next().is_none().then_some(&first.1)
+                let first = found.next();
+                match (first, found.next()) {
+                    (Some((_, value)), None) => Ok(Some(value)),
+                    (None, _) => Ok(None),
+                    (Some(_), Some(_)) => Err(()),
+                }
+            };
+            let channel = match field("channel").ok()? {
+                None | Some(Value::Null) => None,
+                Some(Value::String(name)) => Some(name.clone()),
+                Some(_) => return None,
             };
             (
-                action(field("action")?)?,
-                field("event")?.as_str()?.to_string(),
+                action(field("action").ok()??)?,
+                field("event").ok()??.as_str()?.to_string(),
+                channel,
             )
         }
-        Shape::Array(items) if items.len() == 2 => {
-            (action(&items[0])?, items[1].as_str()?.to_string())
-        }
-        _ => return None,
+        Shape::Array | Shape::Other => return None,
     };
-    Some(if subscribe {
-        Control::Subscribe(event)
-    } else {
-        Control::Unsubscribe(event)
+    Some(match (channel, subscribe) {
+        (Some(_), _) => Control::OtherChannel,
+        (None, true) => Control::Subscribe(event),
+        (None, false) => Control::Unsubscribe(event),
     })
 }
 
@@ -330,7 +365,7 @@ impl ConnModel {
         let code = match end {
             End::Code(code) => Some(code),
             End::Overflow => Some(close_code::POLICY),
-            End::Peer | End::Sink => None,
+            End::Peer | End::Sink | End::Lost => None,
         };
         self.end = Some(end);
         if let Some(code) = code {
@@ -371,15 +406,12 @@ impl ConnModel {
             Msg::Close => self.finish(End::Peer),
             Msg::Alive => {}
             Msg::Binary(_) => self.finish(End::Code(close_code::UNSUPPORTED)),
-            Msg::Fails(failure) => self.finish(End::Code(failure.code())),
+            Msg::Fails(failure) => self.finish(failure.end()),
             Msg::Text(_) if !self.control => {}
             Msg::Text(text) => match parse_control(text) {
                 None => self.finish(End::Code(close_code::POLICY)),
-                Some(Control::Subscribe(event) | Control::Unsubscribe(event))
-                    if !authorized(&event) =>
-                {
-                    self.emit(Out::Error)
-                }
+                Some(Control::OtherChannel) => self.emit(Out::Error),
+                Some(Control::Subscribe(event)) if !authorized(&event) => self.emit(Out::Error),
                 Some(Control::Subscribe(event)) if event.len() > DEFAULT_MAX_EVENT_NAME => {
                     self.emit(Out::Error)
                 }
@@ -454,20 +486,29 @@ pub(crate) fn event_name() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A well-formed control message, spelled in several ways.
+/// A well-formed control message, spelled in several ways, sometimes
+/// with a `channel` (null: the default one; or one not served).
 pub(crate) fn control_message() -> impl Strategy<Value = String> {
     (
         prop::sample::select(vec!["subscribe", "unsubscribe"]),
         event_name(),
         any::<bool>(),
         prop::sample::select(vec!["", " ", "\n\t "]),
+        prop::sample::select(vec![
+            "",
+            "",
+            "",
+            "",
+            r#","channel":null"#,
+            r#","channel":"elsewhere""#,
+        ]),
     )
-        .prop_map(|(action, event, swapped, ws)| {
+        .prop_map(|(action, event, swapped, ws, channel)| {
             let event = serde_json::to_string(&event).unwrap_or_default();
             if swapped {
-                format!("{ws}{{{ws}\"event\"{ws}:{ws}{event},\"action\":\"{action}\"{ws}}}{ws}")
+                format!("{ws}{{{ws}\"event\"{ws}:{ws}{event},\"action\":\"{action}\"{channel}{ws}}}{ws}")
             } else {
-                format!("{{\"action\":{ws}\"{action}\",{ws}\"event\":{event}}}")
+                format!("{{\"action\":{ws}\"{action}\",{ws}\"event\":{event}{channel}}}")
             }
         })
 }
@@ -702,7 +743,7 @@ type Mem = Channel<MemoryBackend<ManualRuntime>, ManualRuntime>;
 struct Live {
     model: ConnModel,
     spec: ConnSpec,
-    input: Option<mpsc::UnboundedSender<Result<Incoming, WsError>>>,
+    input: Option<mpsc::UnboundedSender<Result<Incoming, ReadError>>>,
     record: Arc<Mutex<Recorded>>,
     result: Arc<Mutex<Option<CloseReason>>>,
 }
@@ -784,7 +825,7 @@ fn run_case(case: &Case, tally: &RefCell<Tally>) -> TestCaseResult {
         };
         let options = SocketOptions::new(spec.initial.clone())
             .control_messages(spec.control)
-            .authorize(authorized)
+            .authorize(FuzzAuthorizer)
             .ping_interval(PING)
             .carrier(
                 CarrierConfig::default()
@@ -793,9 +834,9 @@ fn run_case(case: &Case, tally: &RefCell<Tally>) -> TestCaseResult {
                     .close_timeout(CLOSE_TIMEOUT),
             );
         let task = {
-            let (runtime, channel, result) = (runtime.clone(), channel.clone(), result.clone());
+            let (channel, result) = (channel.clone(), result.clone());
             async move {
-                let reason = serve_socket(&runtime, &channel, sink, stream, options).await;
+                let reason = serve_socket(&channel, sink, stream, options).await;
                 *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason);
             }
         };
@@ -832,10 +873,10 @@ fn run_case(case: &Case, tally: &RefCell<Tally>) -> TestCaseResult {
                 conn.model.message(msg);
                 let item = match msg {
                     Msg::Text(text) => Ok(Incoming::Text(text.clone())),
-                    Msg::Binary(len) => Ok(Incoming::Binary(*len)),
+                    Msg::Binary(len) => Ok(Incoming::Binary(vec![0u8; *len].into())),
                     Msg::Alive => Ok(Incoming::Alive),
                     Msg::Close => Ok(Incoming::Close),
-                    Msg::Fails(failure) => Err(failure.error()),
+                    Msg::Fails(failure) => Err(read_error(failure.error())),
                 };
                 if let Some(input) = &conn.input {
                     // Refused once the server stopped reading: as a socket.

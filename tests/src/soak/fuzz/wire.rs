@@ -1,5 +1,5 @@
 //! Part 2: the tokio runtime crate's websocket server (`websocket::accept`
-//! and `websocket::serve`, as an application runs them) over real TCP,
+//! and `Accepted::serve`, as an application runs them) over real TCP,
 //! against clients that write arbitrary bytes before or after the
 //! handshake, or well-framed sequences of messages (control messages,
 //! binary, pings, fragments, close frames, frames that break RFC 6455,
@@ -27,7 +27,7 @@ use tbone_dispatch::{close_code, CloseReason, SocketOptions};
 use tbone_dispatch_tokio::{websocket, MemoryChannel, Tokio};
 
 use super::socket::{
-    authorized, simplify_frame, text, ConnModel, End, Msg, Out, ReadFailure, SinkKind,
+    simplify_frame, text, ConnModel, End, FuzzAuthorizer, Msg, Out, ReadFailure, SinkKind,
 };
 use super::{ensure, run_cases, runner};
 use crate::soak::{Profile, Row};
@@ -413,10 +413,8 @@ impl Server {
                 let (channel, options, report) = (channel.clone(), options.clone(), report.clone());
                 tokio::spawn(async move {
                     let serve = async {
-                        match websocket::accept(tcp, &options).await {
-                            Ok(socket) => {
-                                Outcome::Served(websocket::serve(socket, &channel, options).await)
-                            }
+                        match websocket::accept(tcp, &channel, options).await {
+                            Ok(accepted) => Outcome::Served(accepted.serve().await),
                             Err(e) => Outcome::Handshake(e.to_string()),
                         }
                     };
@@ -871,7 +869,7 @@ async fn setup() -> Result<Part, String> {
     let options = |control: bool| {
         SocketOptions::new(EVENTS)
             .control_messages(control)
-            .authorize(authorized)
+            .authorize(FuzzAuthorizer)
             .ping_interval(PING)
             .handshake_timeout(PING)
             .max_message_size(MAX_MESSAGE)
