@@ -332,7 +332,7 @@ fn shutdown_writes_what_was_queued_before_the_close_frame() {
     // The client reads nothing until the end: the frames wait in the
     // carrier's queue, behind a socket that takes one at a time.
     let (sink, mut client) = mpsc::channel::<Outgoing>(0);
-    let (_incoming, stream) = mpsc::unbounded::<Result<Incoming, ReadError>>();
+    let (incoming, stream) = mpsc::unbounded::<Result<Incoming, ReadError>>();
     let served = serve_socket(&ch, sink, stream, options);
     let mut served = std::pin::pin!(served);
     assert!(rt.run_for(served.as_mut()).is_none(), "serving");
@@ -363,6 +363,9 @@ fn shutdown_writes_what_was_queued_before_the_close_frame() {
         "the server is shutting down".into(),
     ));
     assert_eq!(received, expected);
+    // The client answers the close frame: the closing handshake ends.
+    incoming.unbounded_send(Ok(Incoming::Close)).unwrap();
+    rt.run_until_stalled();
     assert_eq!(rt.task_count(), 1, "only the channel's consumer remains");
 }
 

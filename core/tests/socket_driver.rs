@@ -286,8 +286,39 @@ fn a_handler_panic_closes_only_its_connection() {
 
     other.send(Incoming::Close);
     late.send(Incoming::Close);
+    // The closed client answers the server's close frame, which ends the
+    // closing handshake the server waits for.
+    doomed.send(Incoming::Close);
     rt.run_until_stalled();
     assert_eq!(rt.task_count(), 1, "only the channel's consumer is left");
+}
+
+/// After its close frame the server reads on until the client's close
+/// frame (RFC 6455's closing handshake, so that the TCP connection is not
+/// reset under the close frame), within the carrier's close timeout.
+#[test]
+fn the_server_waits_for_the_clients_close_within_the_close_timeout() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "closing-handshake");
+    let options = SocketOptions::new(["e"])
+        .control_messages(true)
+        .carrier(tbone_dispatch::CarrierConfig::default().close_timeout(Duration::from_secs(1)));
+    let mut client = serve(&rt, &ch, options);
+    client.text("not a control message");
+    assert!(matches!(
+        client.received().as_slice(),
+        [Outgoing::Close(close_code::POLICY, _)]
+    ));
+    assert!(client.ended().is_some(), "serve returns at once");
+    assert_eq!(
+        rt.task_count(),
+        2,
+        "the consumer, and the closing handshake"
+    );
+    rt.advance(Duration::from_millis(999));
+    assert_eq!(rt.task_count(), 2, "still waiting for the client's close");
+    rt.advance(Duration::from_millis(1));
+    assert_eq!(rt.task_count(), 1, "given up after the close timeout");
 }
 
 /// A message the handler holds, and what lets it go.
