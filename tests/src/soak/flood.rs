@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::Message;
-use futures::{SinkExt as _, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tbone_dispatch::multiplexer::{Multiplexer, Request, Response, Routes};
 use tbone_dispatch::{close_code, CarrierId, Limits, SocketHandle, SocketOptions};
