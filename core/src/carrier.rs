@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Poll, Waker};
@@ -417,6 +417,33 @@ impl<R: Runtime> Carrier<R> {
         S: Sink<Outgoing> + Send + Unpin + 'static,
         S::Error: fmt::Display,
     {
+        Self::start(runtime, sink, config, false)
+    }
+
+    /// A socket's carrier, whose sink arrives after its handshake: the
+    /// writer takes it as soon as it is there (see `pump`).
+    pub(crate) fn for_socket<S>(
+        runtime: &R,
+        sink: S,
+        config: CarrierConfig,
+    ) -> Result<Self, SpawnError>
+    where
+        S: Sink<Outgoing> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
+        Self::start(runtime, sink, config, true)
+    }
+
+    fn start<S>(
+        runtime: &R,
+        sink: S,
+        config: CarrierConfig,
+        prime: bool,
+    ) -> Result<Self, SpawnError>
+    where
+        S: Sink<Outgoing> + Send + Unpin + 'static,
+        S::Error: fmt::Display,
+    {
         let (tx, rx) = runtime.bounded(config.capacity.max(1));
         let flag = Arc::new(CloseFlag::default());
         let shared = Arc::new(Shared {
@@ -435,6 +462,7 @@ impl<R: Runtime> Carrier<R> {
             sink,
             runtime.clone(),
             config.close_timeout,
+            prime,
         );
         runtime.spawn(writer)?;
         Ok(Carrier { shared })
@@ -502,6 +530,10 @@ impl<R: Runtime> Carrier<R> {
             {
                 let mut waiters = lock(&flag.waiters);
                 if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    // Nearly always one waiter, for a connection's life.
+                    if waiters.is_empty() {
+                        waiters.reserve_exact(1);
+                    }
                     waiters.push(cx.waker().clone());
                 }
             }
@@ -525,6 +557,9 @@ impl<R: Runtime> Carrier<R> {
             {
                 let mut waiters = lock(&flag.finish_waiters);
                 if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    if waiters.is_empty() {
+                        waiters.reserve_exact(1);
+                    }
                     waiters.push(cx.waker().clone());
                 }
             }
@@ -597,6 +632,10 @@ impl<R: Runtime> Carrier<R> {
                 .any(|m| std::ptr::addr_eq(m.as_ptr(), channel.as_ptr()));
             if !known {
                 memberships.retain(|m| m.strong_count() > 0);
+                // Most carriers join one channel, for their whole life.
+                if memberships.is_empty() {
+                    memberships.reserve_exact(1);
+                }
                 memberships.push(channel);
             }
         }
@@ -632,6 +671,7 @@ async fn pump<R, S>(
     mut sink: S,
     runtime: R,
     close_timeout: Duration,
+    prime: bool,
 ) where
     R: Runtime,
     S: Sink<Outgoing> + Send + Unpin + 'static,
@@ -640,40 +680,58 @@ async fn pump<R, S>(
     let _finish = FinishOnDrop(flag.clone());
     // For a close after what was queued: the time left to write it.
     let (mut drain_limit, mut drain_expired) = (None, false);
-    let failure = loop {
-        let item = match future::select(rx.next(), flag.wait_pump()).await {
-            Either::Left((Some(item), _)) => item,
-            // Every handle is gone (queue drained) or the carrier was closed.
-            Either::Left((None, _)) | Either::Right(_) => break None,
-        };
-        // Write what is already queued before one flush: fewer syscalls
-        // under bursts, same latency when idle.
-        let write = async {
-            sink.feed(item).await?;
-            while let Some(Some(item)) = rx.next().now_or_never() {
-                sink.feed(item).await?;
-            }
-            sink.flush().await
+    // A socket's sink arrives after its handshake: take it as soon as it is
+    // there, so that what handed it over is freed instead of living beside
+    // an idle connection until its first frame.
+    let primed = if prime {
+        let ready = future::poll_fn(|cx| Pin::new(&mut sink).poll_ready(cx))
+            .map(|ready| ready.map_err(|error| error.to_string()));
+        match future::select(pin!(ready), flag.wait_pump()).await {
+            Either::Left((Ok(()), _)) => None,
+            Either::Left((Err(error), _)) => Some(Some(CloseReason::SinkError(error))),
+            Either::Right(_) => Some(None),
         }
-        // As text: the sink's error type need not be `Send`.
-        .map(|written| written.map_err(|error| error.to_string()));
-        match future::select(pin!(write), flag.wait_pump()).await {
-            Either::Left((Ok(()), _)) => {}
-            Either::Left((Err(error), _)) => break Some(CloseReason::SinkError(error)),
-            Either::Right((_, write)) => {
-                if !flag.drains() {
+    } else {
+        None
+    };
+    let failure = if let Some(ended) = primed {
+        ended
+    } else {
+        loop {
+            let item = match future::select(rx.next(), flag.wait_pump()).await {
+                Either::Left((Some(item), _)) => item,
+                // Every handle is gone (queue drained) or the carrier was closed.
+                Either::Left((None, _)) | Either::Right(_) => break None,
+            };
+            // Write what is already queued before one flush: fewer syscalls
+            // under bursts, same latency when idle.
+            let write = async {
+                sink.feed(item).await?;
+                while let Some(Some(item)) = rx.next().now_or_never() {
+                    sink.feed(item).await?;
+                }
+                sink.flush().await
+            }
+            // As text: the sink's error type need not be `Send`.
+            .map(|written| written.map_err(|error| error.to_string()));
+            match future::select(pin!(write), flag.wait_pump()).await {
+                Either::Left((Ok(()), _)) => {}
+                Either::Left((Err(error), _)) => break Some(CloseReason::SinkError(error)),
+                Either::Right((_, write)) => {
+                    if !flag.drains() {
+                        break None;
+                    }
+                    // Closed after what was queued: the write in progress holds
+                    // some of it, so it finishes; the rest follows, all within
+                    // one close timeout.
+                    let mut limit = runtime.sleep(close_timeout).boxed();
+                    match future::select(write, &mut limit).await {
+                        Either::Left((Ok(()), _)) => drain_limit = Some(limit),
+                        Either::Left((Err(error), _)) => break Some(CloseReason::SinkError(error)),
+                        Either::Right(_) => drain_expired = true,
+                    }
                     break None;
                 }
-                // Closed after what was queued: the write in progress holds
-                // some of it, so it finishes; the rest follows, all within
-                // one close timeout.
-                let mut limit = runtime.sleep(close_timeout).boxed();
-                match future::select(write, &mut limit).await {
-                    Either::Left((Ok(()), _)) => drain_limit = Some(limit),
-                    Either::Left((Err(error), _)) => break Some(CloseReason::SinkError(error)),
-                    Either::Right(_) => drain_expired = true,
-                }
-                break None;
             }
         }
     };

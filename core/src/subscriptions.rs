@@ -64,6 +64,11 @@ impl<C: Clone> Subscriptions<C> {
         let list = self.by_event.entry(name.clone()).or_default();
         // Copies only while a delivery still holds the previous snapshot.
         Arc::make_mut(list).push((id, carrier));
+        // Most carriers of an idle socket hold one event: a list of one
+        // (a Vec's first growth would make room for four).
+        if events.is_empty() {
+            events.reserve_exact(1);
+        }
         events.push(name);
         self.count += 1;
         true

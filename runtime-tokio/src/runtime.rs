@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::future::Either;
 use tbone_dispatch::{queue, Runtime, SpawnError};
 use tokio::runtime::Handle;
 
@@ -68,23 +69,15 @@ impl Runtime for Tokio {
     /// one), so it works when polled from any executor. Outside every tokio
     /// runtime, a thread sleeps instead: slower, but never a panic.
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
-        let timer = self.handle().ok().map(|handle| {
-            // A `Sleep` belongs to the timer of the runtime it is made in.
-            let _inside = handle.enter();
-            tokio::time::sleep(duration)
-        });
-        async move {
-            match timer {
-                Some(timer) => timer.await,
-                None => {
-                    let (done, wait) = futures::channel::oneshot::channel::<()>();
-                    std::thread::spawn(move || {
-                        std::thread::sleep(duration);
-                        let _ = done.send(());
-                    });
-                    let _ = wait.await;
-                }
+        // No `async` block around the `Sleep`: each keep-alive timer of an
+        // idle socket is this future, boxed.
+        match self.handle() {
+            Ok(handle) => {
+                // A `Sleep` belongs to the timer of the runtime it is made in.
+                let _inside = handle.enter();
+                Either::Left(tokio::time::sleep(duration))
             }
+            Err(_) => Either::Right(sleep_on_a_thread(duration)),
         }
     }
 
@@ -93,6 +86,19 @@ impl Runtime for Tokio {
         capacity: usize,
     ) -> (queue::Sender<T>, queue::Receiver<T>) {
         queue::bounded(capacity)
+    }
+}
+
+/// Sleeps on a thread of its own: for a timer made outside every tokio
+/// runtime.
+fn sleep_on_a_thread(duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+    let (done, wait) = futures::channel::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(duration);
+        let _ = done.send(());
+    });
+    async move {
+        let _ = wait.await;
     }
 }
 

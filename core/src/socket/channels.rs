@@ -1,7 +1,10 @@
 //! The channels one socket is served on.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -162,16 +165,34 @@ impl<R: Runtime> Channels<R> {
             .is_some_and(|channel| channel.unsubscribe(event, carrier))
     }
 
-    /// Resolves when any of the channels stops, with its name.
-    pub(crate) fn stopped(&self) -> BoxFuture<'static, Arc<str>> {
-        let names = self.names.clone();
-        if let [only] = &*self.list {
-            let name = names.first().cloned().unwrap_or_default();
-            return only.stopped().map(move |()| name).boxed();
+    /// Resolves when any of the channels stops, with its index.
+    pub(crate) fn stopped(&self) -> Stopped {
+        match &*self.list {
+            [only] => Stopped::One(only.stopped()),
+            all => Stopped::Any(futures::future::select_all(all.iter().map(|c| c.stopped()))),
         }
-        let all = self.list.iter().map(|c| c.stopped());
-        futures::future::select_all(all)
-            .map(move |((), index, _)| names.get(index).cloned().unwrap_or_default())
-            .boxed()
+    }
+
+    /// The name of channel number `index`.
+    pub(crate) fn name(&self, index: usize) -> &str {
+        self.names.get(index).map_or("", |name| &**name)
+    }
+}
+
+/// Resolves with the index of the first of a socket's channels to stop.
+// One box per channel and no more: it lives as long as the connection.
+pub(crate) enum Stopped {
+    One(BoxFuture<'static, ()>),
+    Any(futures::future::SelectAll<BoxFuture<'static, ()>>),
+}
+
+impl Future for Stopped {
+    type Output = usize;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+        match self.get_mut() {
+            Stopped::One(only) => only.poll_unpin(cx).map(|()| 0),
+            Stopped::Any(any) => any.poll_unpin(cx).map(|((), index, _)| index),
+        }
     }
 }

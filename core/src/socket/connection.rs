@@ -7,15 +7,15 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures::future::{self, BoxFuture, Either};
+use futures::future::{self, BoxFuture, Shared};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 
 use super::authorize::{Client, ConnectRequest, DynAuthorizer, Refusal};
-use super::channels::Channels;
+use super::channels::{Channels, Stopped};
 use super::handler::{DynHandler, SendError, SocketHandle, SocketOps};
 use super::late_sink::{BoxSink, ErrInto, LateSink, SinkFailure};
 use super::options::SocketOptions;
@@ -96,7 +96,7 @@ impl<R: Runtime> Connection<R> {
         };
         let (attach, sink) = LateSink::new();
         let carrier =
-            Carrier::with_control(channels.runtime(), sink, options.carrier_config().clone())
+            Carrier::for_socket(channels.runtime(), sink, options.carrier_config().clone())
                 .map_err(|error| {
                     Refusal::unavailable(format!("cannot serve the socket: {error}"))
                 })?;
@@ -179,7 +179,7 @@ impl<R: Runtime> Connection<R> {
                 client: client.clone(),
             }))
         });
-        let going_away = going_away(&channels, &options);
+        let going_away = GoingAway::new(&channels, &options);
         let close_timeout = options.carrier_config().close_timeout;
         let driver = Driver {
             close_timeout,
@@ -196,22 +196,30 @@ impl<R: Runtime> Connection<R> {
 }
 
 /// Resolves with why the server is letting the socket go: its shutdown
-/// future, or one of its channels stopping.
-fn going_away<R: Runtime>(
-    channels: &Channels<R>,
-    options: &SocketOptions,
-) -> BoxFuture<'static, String> {
-    let stopped = channels
-        .stopped()
-        .map(|name| format!("the channel `{name}` stopped"));
-    match options.shutdown().cloned() {
-        None => stopped.boxed(),
-        Some(shutdown) => future::select(shutdown, stopped)
-            .map(|either| match either {
-                Either::Left(_) => "the server is shutting down".to_string(),
-                Either::Right((why, _)) => why,
-            })
-            .boxed(),
+/// future, or one of its channels stopping. Polled in place by the driver
+/// (no box of its own: it lives as long as the connection).
+struct GoingAway {
+    shutdown: Option<Shared<BoxFuture<'static, ()>>>,
+    stopped: Stopped,
+}
+
+impl GoingAway {
+    fn new<R: Runtime>(channels: &Channels<R>, options: &SocketOptions) -> Self {
+        GoingAway {
+            shutdown: options.shutdown().cloned(),
+            stopped: channels.stopped(),
+        }
+    }
+
+    fn poll<R: Runtime>(&mut self, cx: &mut Context<'_>, channels: &Channels<R>) -> Poll<String> {
+        if let Some(shutdown) = &mut self.shutdown {
+            if shutdown.poll_unpin(cx).is_ready() {
+                return Poll::Ready("the server is shutting down".into());
+            }
+        }
+        self.stopped
+            .poll_unpin(cx)
+            .map(|index| format!("the channel `{}` stopped", channels.name(index)))
     }
 }
 
@@ -238,105 +246,112 @@ struct Driver<R: Runtime> {
 }
 
 impl<R: Runtime> Driver<R> {
-    async fn run<St>(
+    // Not an `async fn`: it would keep its arguments twice (as arguments,
+    // and as the locals it moves them to) for the connection's whole life,
+    // 408 bytes per idle connection (BENCHMARKS.md).
+    #[allow(clippy::manual_async_fn)]
+    fn run<St>(
         mut self,
         mut stream: St,
-        going_away: BoxFuture<'static, String>,
-    ) -> CloseReason
+        mut going_away: GoingAway,
+    ) -> impl Future<Output = CloseReason>
     where
         St: Stream<Item = Result<Incoming, ReadError>> + Unpin + Send + 'static,
     {
-        let mut going_away = going_away;
-        let mut closed = pin!(self.carrier.0.closed());
-        let mut timer: Option<(Instant, BoxFuture<'static, ()>)> = None;
-        let mut subscribing: Option<BoxFuture<'static, SubscribeOutcome>> = None;
-        // Made on the first message: an idle socket should not pay for it.
-        let mut handlers: Option<FuturesUnordered<BoxFuture<'static, HandlerOutcome>>> = None;
-        future::poll_fn(|cx| {
-            let mut reads = 0;
-            loop {
-                while let Some(action) = self.session.poll_action() {
-                    self.perform(action, &mut subscribing, &mut handlers);
-                }
-                if self.session.is_closed() {
-                    return Poll::Ready(());
-                }
-                if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
-                    self.session.handle_carrier_closed(reason);
-                    continue;
-                }
-                if let Poll::Ready(why) = going_away.poll_unpin(cx) {
-                    self.session.go_away(why);
-                    continue;
-                }
-                if let Some(Poll::Ready(outcome)) = subscribing.as_mut().map(|s| s.poll_unpin(cx)) {
-                    subscribing = None;
-                    self.session.subscribe_finished(outcome);
-                    continue;
-                }
-                if let Some(running) = handlers.as_mut().filter(|h| !h.is_empty()) {
-                    if let Poll::Ready(Some(outcome)) = running.poll_next_unpin(cx) {
-                        self.session.handler_finished(outcome);
+        async move {
+            let mut closed = pin!(self.carrier.0.closed());
+            let mut timer: Option<(Instant, BoxFuture<'static, ()>)> = None;
+            let mut subscribing: Option<BoxFuture<'static, SubscribeOutcome>> = None;
+            // Made on the first message: an idle socket should not pay for it.
+            let mut handlers: Option<FuturesUnordered<BoxFuture<'static, HandlerOutcome>>> = None;
+            future::poll_fn(|cx| {
+                let mut reads = 0;
+                loop {
+                    while let Some(action) = self.session.poll_action() {
+                        self.perform(action, &mut subscribing, &mut handlers);
+                    }
+                    if self.session.is_closed() {
+                        return Poll::Ready(());
+                    }
+                    if let Poll::Ready(reason) = closed.as_mut().poll(cx) {
+                        self.session.handle_carrier_closed(reason);
                         continue;
                     }
-                }
-                match self.session.poll_timeout() {
-                    None => timer = None,
-                    Some(due) => {
-                        if timer.as_ref().is_none_or(|(at, _)| *at != due) {
-                            let wait = due.saturating_duration_since(self.runtime.now());
-                            timer = Some((due, self.runtime.sleep(wait).boxed()));
+                    if let Poll::Ready(why) = going_away.poll(cx, &self.channels) {
+                        self.session.go_away(why);
+                        continue;
+                    }
+                    if let Some(Poll::Ready(outcome)) =
+                        subscribing.as_mut().map(|s| s.poll_unpin(cx))
+                    {
+                        subscribing = None;
+                        self.session.subscribe_finished(outcome);
+                        continue;
+                    }
+                    if let Some(running) = handlers.as_mut().filter(|h| !h.is_empty()) {
+                        if let Poll::Ready(Some(outcome)) = running.poll_next_unpin(cx) {
+                            self.session.handler_finished(outcome);
+                            continue;
                         }
-                        if let Some((_, sleep)) = timer.as_mut() {
-                            if sleep.poll_unpin(cx).is_ready() {
-                                timer = None;
-                                // The runtime's timer says `due` has come.
-                                self.session.handle_timeout(self.runtime.now().max(due));
-                                continue;
+                    }
+                    match self.session.poll_timeout() {
+                        None => timer = None,
+                        Some(due) => {
+                            if timer.as_ref().is_none_or(|(at, _)| *at != due) {
+                                let wait = due.saturating_duration_since(self.runtime.now());
+                                timer = Some((due, self.runtime.sleep(wait).boxed()));
+                            }
+                            if let Some((_, sleep)) = timer.as_mut() {
+                                if sleep.poll_unpin(cx).is_ready() {
+                                    timer = None;
+                                    // The runtime's timer says `due` has come.
+                                    self.session.handle_timeout(self.runtime.now().max(due));
+                                    continue;
+                                }
                             }
                         }
                     }
-                }
-                if self.session.wants_read() {
-                    if reads == READS_PER_POLL {
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+                    if self.session.wants_read() {
+                        if reads == READS_PER_POLL {
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        match stream.poll_next_unpin(cx) {
+                            Poll::Ready(Some(Ok(message))) => {
+                                reads += 1;
+                                self.session.handle_message(self.runtime.now(), message);
+                                continue;
+                            }
+                            Poll::Ready(Some(Err(error))) => {
+                                self.session.handle_read_error(error);
+                                continue;
+                            }
+                            Poll::Ready(None) => {
+                                self.session.handle_end_of_stream();
+                                continue;
+                            }
+                            Poll::Pending => {}
+                        }
                     }
-                    match stream.poll_next_unpin(cx) {
-                        Poll::Ready(Some(Ok(message))) => {
-                            reads += 1;
-                            self.session.handle_message(self.runtime.now(), message);
-                            continue;
-                        }
-                        Poll::Ready(Some(Err(error))) => {
-                            self.session.handle_read_error(error);
-                            continue;
-                        }
-                        Poll::Ready(None) => {
-                            self.session.handle_end_of_stream();
-                            continue;
-                        }
-                        Poll::Pending => {}
-                    }
+                    return Poll::Pending;
                 }
-                return Poll::Pending;
+            })
+            .await;
+            let reason = self
+                .session
+                .close_reason()
+                .cloned()
+                .unwrap_or(CloseReason::Closed);
+            let reason = self.carrier.0.close_reason().unwrap_or(reason);
+            if reason.close_frame().is_some() {
+                let closing =
+                    closing_handshake(&self.carrier.0, stream, &self.runtime, self.close_timeout);
+                if let Err(error) = self.runtime.spawn(closing) {
+                    tracing::debug!(%error, "cannot wait for the client's close frame");
+                }
             }
-        })
-        .await;
-        let reason = self
-            .session
-            .close_reason()
-            .cloned()
-            .unwrap_or(CloseReason::Closed);
-        let reason = self.carrier.0.close_reason().unwrap_or(reason);
-        if reason.close_frame().is_some() {
-            let closing =
-                closing_handshake(&self.carrier.0, stream, &self.runtime, self.close_timeout);
-            if let Err(error) = self.runtime.spawn(closing) {
-                tracing::debug!(%error, "cannot wait for the client's close frame");
-            }
+            reason
         }
-        reason
     }
 
     fn perform(
