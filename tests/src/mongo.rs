@@ -438,6 +438,57 @@ pub async fn model_writes_become_resource_events<R: TestRuntime>() {
     assert!(entries.list().await.unwrap().is_empty());
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Reading {
+    value: f64,
+}
+
+/// Issue 12, defect 1: an instance the event data cannot carry (here NaN,
+/// which BSON stores and JSON cannot) made `insert` write it and then
+/// return an error, with no signal sent. Now data known before the write is
+/// checked before it (nothing written, an error); data known only after
+/// the write (an update's result) leaves the write reported as done.
+pub async fn model_writes_are_reported_as_they_happened<R: TestRuntime>() {
+    let db = database::<R>("model_nan").await;
+    let entries = ModelCollection::<Reading>::new(&db, "readings").unwrap();
+    let refused = entries.insert(Reading { value: f64::NAN }).await;
+    assert!(
+        matches!(refused, Err(mongo::MongoError::Payload(_))),
+        "[{}] NaN cannot be event data: {refused:?}",
+        R::name()
+    );
+    assert!(
+        entries.list().await.unwrap().is_empty(),
+        "[{}] nothing was written",
+        R::name()
+    );
+
+    let saved = entries.insert(Reading { value: 1.5 }).await.unwrap();
+    let replaced = entries.replace(saved.id, Reading { value: f64::NAN }).await;
+    assert!(
+        matches!(replaced, Err(mongo::MongoError::Payload(_))),
+        "[{}] {replaced:?}",
+        R::name()
+    );
+    let stored = entries.get(saved.id).await.unwrap().unwrap();
+    assert_eq!(stored.value.value, 1.5, "[{}] not replaced", R::name());
+
+    // The update's result exists only once written: it is reported as done.
+    let updated = entries
+        .update(saved.id, doc! {"$set": {"value": f64::NAN}})
+        .await
+        .unwrap_or_else(|e| panic!("[{}] the update was written: {e}", R::name()))
+        .expect("found");
+    assert!(updated.value.value.is_nan());
+    let deleted = entries.delete(saved.id).await;
+    assert!(
+        matches!(&deleted, Ok(Some(record)) if record.value.value.is_nan()),
+        "[{}] the deletion happened: {deleted:?}",
+        R::name()
+    );
+    assert!(entries.list().await.unwrap().is_empty());
+}
+
 /// A private test server this test can kill and restart, stopped on drop.
 pub struct PrivateServer {
     script: String,

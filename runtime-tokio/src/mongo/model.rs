@@ -158,17 +158,39 @@ where
         Ok(Record { id, value })
     }
 
-    async fn saved(&self, record: Record<T>, created: bool) -> Result<Record<T>, MongoError>
+    /// The `post_save` arguments for `record`: encoded before the write
+    /// where the instance is known beforehand, so that data the event
+    /// cannot carry (NaN, too large...) refuses the write instead of
+    /// failing after it.
+    fn save_args(&self, record: &Record<T>, created: bool) -> Result<PostSave, MongoError>
     where
         T: Clone,
     {
-        let args = PostSave::new(Arc::new(record.clone()), created, self.store())?;
-        send_model_signal(&POST_SAVE, Sender::of::<T>(), args).await;
-        Ok(record)
+        PostSave::new(Arc::new(record.clone()), created, self.store()).map_err(MongoError::from)
+    }
+
+    /// Sends `post_save` for a write that happened. The instance was read
+    /// back from the database, so its data is checked only now: if the
+    /// event cannot carry it, the write is still reported as done, and the
+    /// missing signal is logged.
+    async fn saved_after(&self, record: Record<T>) -> Record<T>
+    where
+        T: Clone,
+    {
+        match self.save_args(&record, false) {
+            Ok(args) => {
+                send_model_signal(&POST_SAVE, Sender::of::<T>(), args).await;
+            }
+            Err(error) => {
+                tracing::warn!(id = %record.id, %error, "written, but post_save was not sent: the instance cannot be event data");
+            }
+        }
+        record
     }
 
     /// Inserts `value` under a new id, then sends `post_save` with
-    /// `created: true`.
+    /// `created: true`. Data the event could not carry is refused before
+    /// anything is written.
     pub async fn insert(&self, value: T) -> Result<Record<T>, MongoError>
     where
         T: Clone,
@@ -176,22 +198,28 @@ where
         let id = ObjectId::new();
         let mut document = Self::to_document(&value)?;
         document.insert("_id", id);
+        let record = Record { id, value };
+        let args = self.save_args(&record, true)?;
         let collection = self.collection.clone();
         self.driver
             .run(async move { collection.insert_one(document).await })
             .await?
             .map_err(driver_error("cannot insert the instance"))?;
-        self.saved(Record { id, value }, true).await
+        send_model_signal(&POST_SAVE, Sender::of::<T>(), args).await;
+        Ok(record)
     }
 
     /// Replaces the instance with id `id`, then sends `post_save` with
     /// `created: false`. Returns `None` (and sends nothing) if there is no
-    /// such instance.
+    /// such instance. Data the event could not carry is refused before
+    /// anything is written.
     pub async fn replace(&self, id: ObjectId, value: T) -> Result<Option<Record<T>>, MongoError>
     where
         T: Clone,
     {
         let document = Self::to_document(&value)?;
+        let record = Record { id, value };
+        let args = self.save_args(&record, false)?;
         let collection = self.collection.clone();
         let result = self
             .driver
@@ -201,12 +229,18 @@ where
         if result.matched_count == 0 {
             return Ok(None);
         }
-        self.saved(Record { id, value }, false).await.map(Some)
+        send_model_signal(&POST_SAVE, Sender::of::<T>(), args).await;
+        Ok(Some(record))
     }
 
     /// Applies the update operators in `changes` (e.g. `{"$set": {...}}`)
     /// to the instance with id `id`, then sends `post_save` with
     /// `created: false` and the updated instance. `None` if not found.
+    ///
+    /// The updated instance is known only once written: if the event
+    /// cannot carry it, the update is still reported as done and the
+    /// missing signal logged; if the stored document is no longer a `T`,
+    /// the error says that the update was written.
     pub async fn update(
         &self,
         id: ObjectId,
@@ -226,17 +260,21 @@ where
             })
             .await?
             .map_err(driver_error("cannot update the instance"))?;
-        match updated {
-            None => Ok(None),
-            Some(document) => {
-                let record = Self::from_document(document)?;
-                self.saved(record, false).await.map(Some)
-            }
-        }
+        let Some(document) = updated else {
+            return Ok(None);
+        };
+        let record = Self::from_document(document).map_err(|error| {
+            MongoError::Data(format!(
+                "the update of {id} was written, but the stored document cannot be read back: {error}"
+            ))
+        })?;
+        Ok(Some(self.saved_after(record).await))
     }
 
     /// Deletes the instance with id `id`, then sends `post_delete` with it.
-    /// Returns the deleted instance, or `None` if there was none.
+    /// Returns the deleted instance, or `None` if there was none. If the
+    /// deleted document cannot be read as a `T` (or carried as event data),
+    /// the deletion still happened: the error (or the log) says so.
     pub async fn delete(&self, id: ObjectId) -> Result<Option<Record<T>>, MongoError>
     where
         T: Clone,
@@ -250,9 +288,19 @@ where
         let Some(document) = deleted else {
             return Ok(None);
         };
-        let record = Self::from_document(document)?;
-        let args = PostDelete::new(Arc::new(record.clone()), self.store())?;
-        send_model_signal(&POST_DELETE, Sender::of::<T>(), args).await;
+        let record = Self::from_document(document).map_err(|error| {
+            MongoError::Data(format!(
+                "{id} was deleted, but the deleted document cannot be read: {error}"
+            ))
+        })?;
+        match PostDelete::new(Arc::new(record.clone()), self.store()) {
+            Ok(args) => {
+                send_model_signal(&POST_DELETE, Sender::of::<T>(), args).await;
+            }
+            Err(error) => {
+                tracing::warn!(%id, %error, "deleted, but post_delete was not sent: the instance cannot be event data");
+            }
+        }
         Ok(Some(record))
     }
 
