@@ -498,6 +498,7 @@ macro_rules! conformance_suite {
                 falling_behind_the_capped_collection_reports_one_gap,
                 model_writes_become_resource_events,
                 model_writes_are_reported_as_they_happened,
+                integers_mongo_cannot_keep_are_refused,
                 server_killed_and_restarted_loses_and_repeats_nothing,
                 acknowledged_publishes_survive_a_server_crash,
                 publish_delivered_waits_for_the_instance_to_read_it_back,

@@ -489,6 +489,45 @@ pub async fn model_writes_are_reported_as_they_happened<R: TestRuntime>() {
     assert!(entries.list().await.unwrap().is_empty());
 }
 
+/// Issue 12, defect 8: an integer above i64::MAX became a double on the
+/// Mongo path (a memory channel delivers it exactly). A MongoChannel now
+/// refuses it with an error saying what to do; i64::MAX itself arrives
+/// exactly.
+pub async fn integers_mongo_cannot_keep_are_refused<R: TestRuntime>() {
+    let db = database::<R>("big_integers").await;
+    let channel = open::<R>(
+        &unique_name::<R>("mongo-big-integers"),
+        &db,
+        MongoOptions::default(),
+    );
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("n", &carrier).unwrap();
+    let refused = channel
+        .publish("n", &serde_json::json!({"n": u64::MAX}))
+        .await;
+    let Err(error) = refused else {
+        panic!("[{}] u64::MAX published on MongoDB", R::name());
+    };
+    assert!(
+        error.to_string().contains("i64::MAX"),
+        "[{}] {error}",
+        R::name()
+    );
+    channel
+        .publish("n", &serde_json::json!({"n": i64::MAX}))
+        .await
+        .unwrap();
+    let frame = within::<R, _>(MONGO_WAIT, "i64::MAX", client.next())
+        .await
+        .expect("carrier open");
+    assert_eq!(
+        frame.as_str(),
+        r#"{"type":"event","payload":{"name":"n","data":{"n":9223372036854775807}}}"#,
+        "[{}] exactly",
+        R::name()
+    );
+}
+
 /// A private test server this test can kill and restart, stopped on drop.
 pub struct PrivateServer {
     script: String,

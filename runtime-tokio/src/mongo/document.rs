@@ -29,6 +29,13 @@ fn json_to_bson(value: Value) -> Result<Bson, MongoError> {
                     Ok(small) => Bson::Int32(small),
                     Err(_) => Bson::Int64(i),
                 }
+            } else if n.is_u64() {
+                // BSON has no unsigned 64-bit integer: as a double it would
+                // reach subscribers changed (and differ from what a memory
+                // channel delivers).
+                return Err(MongoError::Data(format!(
+                    "the integer {n} is above i64::MAX, which MongoDB cannot store exactly; send it as a string"
+                )));
             } else if let Some(f) = n.as_f64() {
                 Bson::Double(f)
             } else {

@@ -35,6 +35,8 @@ pub enum MongoError {
 
 impl From<MongoError> for BackendError {
     fn from(error: MongoError) -> Self {
-        BackendError::with_source("MongoDB", error)
+        // The message says what failed (a publisher printing the error sees
+        // it); the typed error stays reachable as the source.
+        BackendError::with_source(format!("MongoDB: {error}"), error)
     }
 }
