@@ -26,6 +26,13 @@
 //! # }
 //! ```
 //!
+//! # Features
+//!
+//! - `websocket` (default): websockets over async-tungstenite, in
+//!   [`websocket`] (`accept`, `accept_and_serve`, `handshake`, `serve`).
+//! - `mongo`: `MongoChannel` and the model helper (the MongoDB driver runs
+//!   on a small tokio runtime owned by `tbone-dispatch-tokio`).
+//!
 //! [tbone-dispatch]: tbone_dispatch
 
 mod runtime;

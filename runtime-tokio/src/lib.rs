@@ -25,6 +25,15 @@
 //! # }
 //! ```
 //!
+//! # Features
+//!
+//! - `websocket` (default): websockets over async-tungstenite, in
+//!   [`websocket`] (`accept`, `accept_and_serve`, `handshake`, `serve`).
+//! - `axum`: the axum integration, `axum_socket` (the `SocketUpgrade`
+//!   extractor, `router_multiplexer`).
+//! - `mongo`: `MongoChannel` (a MongoDB capped collection shared by every
+//!   instance) and the model helper, in `mongo`.
+//!
 //! [tbone-dispatch]: tbone_dispatch
 
 mod runtime;
