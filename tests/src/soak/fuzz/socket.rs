@@ -324,7 +324,7 @@ pub(crate) struct ConnModel {
     /// Events it is subscribed to.
     pub(crate) subs: BTreeSet<String>,
     heard: bool,
-    /// Items its sink took (or, stalled, holds in the queue and in flight).
+    /// Items its sink took (or, stalled, holds in the queue).
     taken: usize,
     /// How it ended, once it has.
     pub(crate) end: Option<End>,
@@ -386,9 +386,10 @@ impl ConnModel {
             SinkKind::FailAfter(_) if closing => {}
             SinkKind::FailAfter(_) => self.end = Some(End::Sink),
             SinkKind::Stalled if closing => {}
-            // One item in flight (the writer blocked on the sink), the
-            // queue's capacity behind it.
-            SinkKind::Stalled if self.taken <= self.capacity => self.taken += 1,
+            // The queue's capacity: a socket's writer waits for its sink
+            // to be ready before it takes anything (it takes the socket's
+            // write half as soon as it is attached), and this one never is.
+            SinkKind::Stalled if self.taken < self.capacity => self.taken += 1,
             SinkKind::Stalled => match (item, self.overflow) {
                 (Out::Ping, _) | (_, OverflowPolicy::DropFrame) => {}
                 _ => self.finish(End::Overflow),
