@@ -20,8 +20,8 @@ use tbone_dispatch::socket::{
     Action, ClientMessage, HandlerOutcome, Incoming, ReadError, Session, SubscribeOutcome,
 };
 use tbone_dispatch::{
-    close_code, CarrierId, CloseReason, HandlerError, Limits, SocketHandle, SocketOptions,
-    SubscribeError,
+    close_code, CarrierConfig, CarrierId, CloseReason, HandlerError, Limits, SocketHandle,
+    SocketOptions, SubscribeError,
 };
 
 // ---------------------------------------------------------------------------
@@ -300,7 +300,7 @@ fn once_closed_the_session_does_nothing_more() {
     assert_eq!(code(&reason), Some(close_code::PROTOCOL));
     session.handler_finished(HandlerOutcome::Panicked);
     session.handle_timeout(start + Duration::from_secs(10));
-    session.go_away("shutdown");
+    session.go_away(start, "shutdown");
     session.subscribe_finished(SubscribeOutcome::Refused);
     assert_eq!(actions(&mut session), []);
     assert_eq!(session.poll_timeout(), None);
@@ -477,7 +477,7 @@ fn going_away_and_failed_subscriptions() {
     let start = Instant::now();
     let options = SocketOptions::new(["e"]).control_messages(true);
     let mut session = Session::new(&options, names(&["pubsub"]), start);
-    session.go_away("the server is shutting down");
+    session.go_away(start, "the server is shutting down");
     let (reason, after_queued) = the_close(&mut session);
     assert_eq!(code(&reason), Some(close_code::GOING_AWAY));
     assert!(
@@ -699,6 +699,16 @@ impl Cause {
     }
 }
 
+fn going_away_close() -> Expect {
+    Expect::Close(
+        Cause::Exact(CloseReason::Rejected(
+            close_code::GOING_AWAY,
+            "shutting down".into(),
+        )),
+        true,
+    )
+}
+
 fn rate_close() -> Expect {
     Expect::Close(Cause::Code(close_code::POLICY, "too many messages"), false)
 }
@@ -735,6 +745,8 @@ struct Harness {
     fed: VecDeque<Instant>,
     /// When each message the rate limit let through was given.
     admitted: VecDeque<Instant>,
+    /// The server is going away: until when handlers may finish.
+    going_away: Option<Instant>,
     /// The number of the step being taken.
     step: usize,
 }
@@ -771,6 +783,7 @@ impl Harness {
             paused: false,
             fed: VecDeque::new(),
             admitted: VecDeque::new(),
+            going_away: None,
             step: 0,
         }
     }
@@ -784,7 +797,10 @@ impl Harness {
     }
 
     fn reading(&self) -> bool {
-        !self.closed && self.pending.is_none() && self.in_flight < self.setup.in_flight_limit()
+        !self.closed
+            && self.going_away.is_none()
+            && self.pending.is_none()
+            && self.in_flight < self.setup.in_flight_limit()
     }
 
     /// Gives the session one input, checks what it did against `expect`
@@ -908,7 +924,10 @@ impl Harness {
         if !session.wants_read() {
             self.paused = true;
         }
-        if self.setup.ping.is_zero() != session.poll_timeout().is_none() {
+        // A timer: the pings', or the deadline of a server going away.
+        if (self.setup.ping.is_zero() && self.going_away.is_none())
+            != session.poll_timeout().is_none()
+        {
             self.fail(format!("poll_timeout() is {:?}", session.poll_timeout()));
         }
     }
@@ -1093,6 +1112,8 @@ impl Harness {
     fn timeout(&mut self) {
         let now = self.now;
         let expect = match self.session.poll_timeout() {
+            // Going away: the handlers' time is up.
+            Some(due) if due <= now && self.going_away.is_some() => going_away_close(),
             Some(due) if due <= now => {
                 let silent = !self.heard && !self.sent;
                 if !self.reading() || !silent {
@@ -1169,6 +1190,10 @@ impl Harness {
             Event::Handler(handled) if self.in_flight > 0 => {
                 self.in_flight -= 1;
                 let (outcome, expect) = match handled {
+                    // The last handler the server was waiting for.
+                    Handled::Done if self.going_away.is_some() && self.in_flight == 0 => {
+                        (HandlerOutcome::Done, going_away_close())
+                    }
                     Handled::Done => (HandlerOutcome::Done, Expect::Nothing),
                     Handled::Failed => (
                         HandlerOutcome::Failed("boom".into()),
@@ -1225,17 +1250,20 @@ impl Harness {
                     });
                 }
             }
-            Event::GoAway => self.input(
-                "go away",
-                Expect::Close(
-                    Cause::Exact(CloseReason::Rejected(
-                        close_code::GOING_AWAY,
-                        "shutting down".into(),
-                    )),
-                    true,
-                ),
-                |s| s.go_away("shutting down"),
-            ),
+            Event::GoAway => {
+                let now = self.now;
+                // With messages in the handler's hands, it waits for them
+                // (within the close timeout) before closing.
+                let expect = if self.going_away.is_some() || (self.in_flight > 0 && !self.closed) {
+                    if self.going_away.is_none() {
+                        self.going_away = Some(now + CarrierConfig::default().close_timeout);
+                    }
+                    Expect::Nothing
+                } else {
+                    going_away_close()
+                };
+                self.input("go away", expect, |s| s.go_away(now, "shutting down"));
+            }
             Event::CarrierClosed => {
                 let reason = CloseReason::SinkError("gone".into());
                 let was_closed = self.session.is_closed();
@@ -1632,4 +1660,36 @@ fn a_repeated_subscription_is_counted_once() {
         [Action::Subscribe { .. }]
     ));
     assert_eq!(session.client_subscriptions(), 1, "limit 1, one event");
+}
+
+/// A server going away waits for the handler's messages in flight (so
+/// their replies reach the client), within the close timeout, then closes
+/// with 1001 after what was queued.
+#[test]
+fn going_away_waits_for_the_handler_within_the_close_timeout() {
+    let start = Instant::now();
+    let options = SocketOptions::new(["e"]).on_message(ignore);
+    let mut session = Session::new(&options, names(&["pubsub"]), start);
+    session.handle_message(start, text("a request"));
+    assert_eq!(actions(&mut session).len(), 1, "delivered");
+    session.go_away(start, "the server is shutting down");
+    assert_eq!(actions(&mut session), [], "the request is still in flight");
+    assert!(!session.wants_read(), "nothing more is read");
+    session.handler_finished(HandlerOutcome::Done);
+    let (reason, after_queued) = the_close(&mut session);
+    assert_eq!(code(&reason), Some(close_code::GOING_AWAY));
+    assert!(after_queued, "the reply goes out before the close frame");
+
+    // A handler that never finishes: closed at the close timeout.
+    let mut session = Session::new(&options, names(&["pubsub"]), start);
+    session.handle_message(start, text("a slow request"));
+    actions(&mut session);
+    session.go_away(start, "the server is shutting down");
+    let deadline = start + CarrierConfig::default().close_timeout;
+    assert_eq!(session.poll_timeout(), Some(deadline));
+    session.handle_timeout(deadline - Duration::from_millis(1));
+    assert_eq!(actions(&mut session), []);
+    session.handle_timeout(deadline);
+    let (reason, _) = the_close(&mut session);
+    assert_eq!(code(&reason), Some(close_code::GOING_AWAY));
 }

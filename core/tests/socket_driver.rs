@@ -702,3 +702,70 @@ fn a_handler_subscribes_its_socket_on_a_channel_and_closes_it() {
     );
     assert_eq!(pubsub.subscription_count() + chat.subscription_count(), 0);
 }
+
+/// A message the handler holds when the client leaves is still handled to
+/// the end (a request whose write happened still sends its signal); it
+/// was dropped at its next await before (found in review).
+#[test]
+fn a_handler_still_running_when_the_client_leaves_finishes() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "finish-after-close");
+    let finished = Arc::new(AtomicUsize::new(0));
+    let gates = Gates::default();
+    let handler = {
+        let (inner, finished) = (Arc::new(gates.handler()), finished.clone());
+        move |message: ClientMessage, socket: SocketHandle| {
+            let (inner, finished) = (inner.clone(), finished.clone());
+            async move {
+                let outcome =
+                    tbone_dispatch::MessageHandler::handle(&*inner, message, socket).await;
+                finished.fetch_add(1, Ordering::SeqCst);
+                // Its reply can no longer reach the client: that is fine.
+                let _ = outcome;
+                Ok::<(), HandlerError>(())
+            }
+        }
+    };
+    let client = serve(&rt, &ch, SocketOptions::new(["e"]).on_message(handler));
+    client.text("write something");
+    assert_eq!(gates.held(), ["write something"]);
+    client.send(Incoming::Close);
+    assert_eq!(client.ended(), Some(CloseReason::PeerClosed));
+    gates.open("write something");
+    rt.run_until_stalled();
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the handler ran to its end"
+    );
+    assert_eq!(rt.task_count(), 1, "only the channel's consumer is left");
+}
+
+/// A server shutting down lets the handler's messages in flight finish, so
+/// their replies reach the client before the 1001 close frame.
+#[test]
+fn shutting_down_waits_for_replies_in_flight() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "shutdown-replies");
+    let gates = Gates::default();
+    let (shut_down, shutting_down) = oneshot::channel::<()>();
+    let options = SocketOptions::new(["e"])
+        .on_message(gates.handler())
+        .until(async move {
+            let _ = shutting_down.await;
+        });
+    let mut client = serve(&rt, &ch, options);
+    client.text("request");
+    shut_down.send(()).unwrap();
+    rt.run_until_stalled();
+    assert_eq!(client.ended(), None, "waiting for the request in flight");
+    gates.open("request");
+    assert_eq!(
+        client.received(),
+        [
+            frame("done: request"),
+            Outgoing::Close(close_code::GOING_AWAY, "the server is shutting down".into())
+        ]
+    );
+    assert!(client.ended().is_some());
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures::future::{self, BoxFuture, Shared};
+use futures::future::{self, BoxFuture, Either, Shared};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 
@@ -179,7 +179,7 @@ impl<R: Runtime> Connection<R> {
                 client: client.clone(),
             }))
         });
-        let going_away = GoingAway::new(&channels, &options);
+        let going_away = Some(GoingAway::new(&channels, &options));
         let close_timeout = options.carrier_config().close_timeout;
         let driver = Driver {
             close_timeout,
@@ -253,7 +253,7 @@ impl<R: Runtime> Driver<R> {
     fn run<St>(
         mut self,
         mut stream: St,
-        mut going_away: GoingAway,
+        mut going_away: Option<GoingAway>,
     ) -> impl Future<Output = CloseReason>
     where
         St: Stream<Item = Result<Incoming, ReadError>> + Unpin + Send + 'static,
@@ -277,8 +277,12 @@ impl<R: Runtime> Driver<R> {
                         self.session.handle_carrier_closed(reason);
                         continue;
                     }
-                    if let Poll::Ready(why) = going_away.poll(cx, &self.channels) {
-                        self.session.go_away(why);
+                    if let Some(Poll::Ready(why)) =
+                        going_away.as_mut().map(|g| g.poll(cx, &self.channels))
+                    {
+                        // Once: the session now waits for its handlers.
+                        going_away = None;
+                        self.session.go_away(self.runtime.now(), why);
                         continue;
                     }
                     if let Some(Poll::Ready(outcome)) =
@@ -343,11 +347,33 @@ impl<R: Runtime> Driver<R> {
                 .cloned()
                 .unwrap_or(CloseReason::Closed);
             let reason = self.carrier.0.close_reason().unwrap_or(reason);
-            if reason.close_frame().is_some() {
-                let closing =
-                    closing_handshake(&self.carrier.0, stream, &self.runtime, self.close_timeout);
-                if let Err(error) = self.runtime.spawn(closing) {
-                    tracing::debug!(%error, "cannot wait for the client's close frame");
+            // What is left to do after the close happens off the
+            // connection's task: the closing handshake, when we sent a
+            // close frame, and the handler's messages still in flight (a
+            // request whose write happened must still send its signal;
+            // its reply can no longer reach the client).
+            let limit = self.close_timeout;
+            let closing = reason
+                .close_frame()
+                .map(|_| closing_handshake(&self.carrier.0, stream, &self.runtime, limit));
+            let running = handlers.filter(|running| !running.is_empty());
+            if closing.is_some() || running.is_some() {
+                let finishing = running.map(|running| finish(running, &self.runtime, limit));
+                let after = async move {
+                    let closing = async move {
+                        if let Some(closing) = closing {
+                            closing.await;
+                        }
+                    };
+                    let finishing = async move {
+                        if let Some(finishing) = finishing {
+                            finishing.await;
+                        }
+                    };
+                    future::join(closing, finishing).await;
+                };
+                if let Err(error) = self.runtime.spawn(after) {
+                    tracing::debug!(%error, "cannot finish the connection's work after its close");
                 }
             }
             reason
@@ -416,14 +442,56 @@ impl<R: Runtime> Driver<R> {
     }
 }
 
-/// The closing handshake (RFC 6455, 7.1.1), off the connection's task:
-/// once the carrier's writer has sent our close frame, read (and drop)
-/// what the client still sends until its close frame or the end, within
-/// the close timeout. Dropping the read half with unread data in it would
-/// reset the TCP connection, and the client could lose our close frame and
-/// its code; reading before our frame is out would let the websocket
-/// answer a client's close first.
-fn closing_handshake<R, St>(
+/// Lets the handler's messages still in flight when the connection closed
+/// finish, within `limit`.
+fn finish<R: Runtime>(
+    mut running: FuturesUnordered<BoxFuture<'static, HandlerOutcome>>,
+    runtime: &R,
+    limit: std::time::Duration,
+) -> impl Future<Output = ()> + Send + 'static {
+    let runtime = runtime.clone();
+    async move {
+        let limit = runtime.sleep(limit);
+        let all = async move { while running.next().await.is_some() {} };
+        if let Either::Right(_) = future::select(pin!(all), pin!(limit)).await {
+            tracing::warn!("a socket's message handlers did not finish within the close timeout after it closed: dropped");
+        }
+    }
+}
+
+/// The closing handshake (RFC 6455, 7.1.1), for a socket whose carrier
+/// was closed with a close frame: once the carrier's writer has sent it,
+/// read (and drop) what the client still sends until its close frame or
+/// the end of the stream, within `limit` (the carrier's close timeout).
+/// Dropping the read half with unread data in it would reset the TCP
+/// connection, and the client could lose the close frame and its code;
+/// reading before the frame is out would let the websocket library answer
+/// a client's close first.
+///
+/// [`Connection::serve`] does it by itself; a hand-written serving loop
+/// closes the same way: [`Carrier::close_after_queued`] (or
+/// [`Carrier::close_for`]), then spawn this with the socket's read half.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures::channel::mpsc;
+/// use tbone_dispatch::socket::closing_handshake;
+/// use tbone_dispatch::testing::ManualRuntime;
+/// use tbone_dispatch::{close_code, Carrier, CarrierConfig, CloseReason, Incoming, Outgoing, ReadError};
+///
+/// let runtime = ManualRuntime::new();
+/// let (sink, mut client) = mpsc::unbounded::<Outgoing>();
+/// let (incoming, stream) = mpsc::unbounded::<Result<Incoming, ReadError>>();
+/// let carrier = Carrier::with_control(&runtime, sink, CarrierConfig::default()).unwrap();
+/// carrier.close_after_queued(CloseReason::Application(close_code::NORMAL, "bye".into()));
+/// let mut closing = Box::pin(closing_handshake(&carrier, stream, &runtime, Duration::from_secs(1)));
+/// assert!(runtime.run_for(closing.as_mut()).is_none(), "waiting for the client's close");
+/// assert_eq!(runtime.run(client.next()), Some(Some(Outgoing::Close(1000, "bye".into()))));
+/// incoming.unbounded_send(Ok(Incoming::Close)).unwrap();
+/// assert!(runtime.run_for(closing.as_mut()).is_some());
+/// # use futures::StreamExt;
+/// ```
+pub fn closing_handshake<R, St>(
     carrier: &Carrier<R>,
     mut stream: St,
     runtime: &R,

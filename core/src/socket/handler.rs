@@ -26,6 +26,11 @@ pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 /// [`Limits::in_flight`](crate::Limits::in_flight) at a time; the socket is
 /// not read while that many are in flight. An error closes the connection
 /// with 1011, and so does a panic, which stays within that connection.
+/// When the server goes away (shutdown, a channel stopped), the messages
+/// in flight finish first, so their replies reach the client before the
+/// close frame; when the connection ends otherwise, they still run to
+/// their end (a write that happened still sends its signal), but their
+/// replies go nowhere. Either way they get the carrier's close timeout.
 ///
 /// Any `Fn(ClientMessage, SocketHandle) -> impl Future<Output = Result<(), E>>`
 /// is a handler:

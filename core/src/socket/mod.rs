@@ -26,7 +26,7 @@ mod session;
 
 pub use authorize::{Authorizer, ConnectRequest, OriginPolicy, Refusal};
 pub use channels::Channels;
-pub use connection::{serve_socket, Connection};
+pub use connection::{closing_handshake, serve_socket, Connection};
 pub use handler::{HandlerError, MessageHandler, SendError, SocketHandle};
 pub use late_sink::SinkFailure;
 pub use limits::Limits;

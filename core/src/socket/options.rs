@@ -170,9 +170,10 @@ impl SocketOptions {
 
     /// Serve only until `shutdown` resolves, then close the socket with a
     /// close frame (1001, going away): how a server shuts down without
-    /// cutting connections. The socket leaves its channels at once; the
-    /// frames already queued for it are written before the close frame
-    /// (within the carrier's close timeout).
+    /// cutting connections. Reading stops; the application's messages in
+    /// flight finish (within the carrier's close timeout); the frames
+    /// queued for the socket, their replies included, are written before
+    /// the close frame (within the close timeout again).
     pub fn until(
         mut self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,

@@ -215,6 +215,10 @@ pub struct Session {
     /// The subscription the driver is working on.
     pending: Option<(usize, Box<str>)>,
     in_flight: usize,
+    /// The server is going away: why, and until when the handler's
+    /// messages in flight may finish.
+    going_away: Option<(String, Instant)>,
+    close_timeout: Duration,
     rate: RateLimiter,
     actions: VecDeque<Action>,
     closed: Option<CloseReason>,
@@ -237,6 +241,8 @@ impl Session {
             subscriptions: HashSet::new(),
             pending: None,
             in_flight: 0,
+            going_away: None,
+            close_timeout: options.carrier_config().close_timeout,
             rate: RateLimiter::new(now),
             actions: VecDeque::new(),
             closed: None,
@@ -247,7 +253,10 @@ impl Session {
     /// while a subscription is being made, nor while the handler has
     /// [`Limits::in_flight`] messages, nor once the session is closed.
     pub fn wants_read(&self) -> bool {
-        self.closed.is_none() && self.pending.is_none() && self.in_flight < self.limits.in_flight()
+        self.closed.is_none()
+            && self.going_away.is_none()
+            && self.pending.is_none()
+            && self.in_flight < self.limits.in_flight()
     }
 
     /// When [`Session::handle_timeout`] must next be called, if ever.
@@ -255,7 +264,10 @@ impl Session {
         if self.closed.is_some() {
             return None;
         }
-        self.next_ping
+        match &self.going_away {
+            Some((_, deadline)) => Some(*deadline),
+            None => self.next_ping,
+        }
     }
 
     /// The next thing to do, if any.
@@ -288,7 +300,9 @@ impl Session {
         self.subscriptions.len() + usize::from(pending_new)
     }
 
-    /// The client sent `message` at `now`.
+    /// The client sent `message` at `now`. A driver calls it only while
+    /// [`Session::wants_read`] holds (a close from the client excepted):
+    /// the session's limits and its one pending subscription rely on it.
     pub fn handle_message(&mut self, now: Instant, message: Incoming) {
         if self.closed.is_some() {
             return;
@@ -425,6 +439,13 @@ impl Session {
         if self.closed.is_some() {
             return;
         }
+        if let Some((why, deadline)) = &self.going_away {
+            if now >= *deadline {
+                let why = why.clone();
+                self.close(CloseReason::Rejected(close_code::GOING_AWAY, why), true);
+            }
+            return;
+        }
         let Some(due) = self.next_ping else {
             return;
         };
@@ -479,20 +500,33 @@ impl Session {
     pub fn handler_finished(&mut self, outcome: HandlerOutcome) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let why = match outcome {
-            HandlerOutcome::Done => return,
+            HandlerOutcome::Done => {
+                if self.in_flight == 0 {
+                    if let Some((why, _)) = self.going_away.take() {
+                        self.close(CloseReason::Rejected(close_code::GOING_AWAY, why), true);
+                    }
+                }
+                return;
+            }
             HandlerOutcome::Failed(error) => format!("the application failed: {error}"),
             HandlerOutcome::Panicked => "the application failed: its handler panicked".into(),
         };
         self.close(CloseReason::Rejected(close_code::INTERNAL_ERROR, why), true);
     }
 
-    /// The server is going away (shutdown, a channel stopped): close with
-    /// 1001 after what the client was sent.
-    pub fn go_away(&mut self, why: impl Into<String>) {
-        self.close(
-            CloseReason::Rejected(close_code::GOING_AWAY, why.into()),
-            true,
-        );
+    /// The server is going away (shutdown, a channel stopped) at `now`:
+    /// reading stops, the handler's messages in flight may finish (within
+    /// the carrier's close timeout) so their replies reach the client, then
+    /// the session closes with 1001 after what the client was sent.
+    pub fn go_away(&mut self, now: Instant, why: impl Into<String>) {
+        if self.closed.is_some() || self.going_away.is_some() {
+            return;
+        }
+        let why = why.into();
+        if self.in_flight == 0 {
+            return self.close(CloseReason::Rejected(close_code::GOING_AWAY, why), true);
+        }
+        self.going_away = Some((why, now + self.close_timeout));
     }
 
     /// The connection ended for `reason` outside the session's view (the
