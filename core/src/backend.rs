@@ -92,8 +92,10 @@ impl fmt::Debug for Receipt {
 
 impl Receipt {
     /// A receipt, and the publisher's side that resolves with the number
-    /// of carriers (or fails if the receipt is dropped unfulfilled).
-    pub(crate) fn new() -> (Receipt, oneshot::Receiver<usize>) {
+    /// of carriers (or fails if the receipt is dropped unfulfilled): what
+    /// [`Channel::publish_delivered`](crate::Channel::publish_delivered)
+    /// makes, and what a backend's own tests can make.
+    pub fn pair() -> (Receipt, oneshot::Receiver<usize>) {
         let (sender, receiver) = oneshot::channel();
         (Receipt(Arc::new(Mutex::new(Some(sender)))), receiver)
     }

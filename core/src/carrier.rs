@@ -215,6 +215,23 @@ pub mod close_code {
     pub const INTERNAL_ERROR: u16 = 1011;
     /// Longest reason a close frame can carry, in bytes (125 minus the code).
     pub const MAX_REASON: usize = 123;
+
+    /// Whether `code` may be sent in a close frame (RFC 6455, 7.4): the
+    /// defined codes an endpoint may send (1000-1003, 1007-1014) and the
+    /// ranges for libraries and applications (3000-4999). 1004 is
+    /// reserved; 1005, 1006 and 1015 must never be sent.
+    ///
+    /// ```
+    /// use tbone_dispatch::close_code::{is_sendable, NORMAL};
+    ///
+    /// assert!(is_sendable(NORMAL));
+    /// assert!(is_sendable(4000));
+    /// assert!(!is_sendable(1005));
+    /// assert!(!is_sendable(999));
+    /// ```
+    pub fn is_sendable(code: u16) -> bool {
+        matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
 }
 
 /// A channel that can forget a carrier; carriers hold these weakly so that

@@ -474,7 +474,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             self.publish_event(event).await?;
             return Ok(None);
         }
-        let (receipt, delivered) = crate::backend::Receipt::new();
+        let (receipt, delivered) = crate::backend::Receipt::pair();
         self.publish_event(event.with_receipt(receipt)).await?;
         Ok(Some(delivered))
     }

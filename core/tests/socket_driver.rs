@@ -769,3 +769,24 @@ fn shutting_down_waits_for_replies_in_flight() {
     );
     assert!(client.ended().is_some());
 }
+
+/// A code a client would refuse (found in review: 1005 reached the wire)
+/// becomes 1011, with a reason that says so.
+#[test]
+fn a_handler_closing_with_an_invalid_code_closes_with_1011() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "invalid-close-code");
+    let closer = |_: ClientMessage, socket: SocketHandle| async move {
+        socket.close(1005, "no status");
+        Ok::<(), HandlerError>(())
+    };
+    let mut client = serve(&rt, &ch, SocketOptions::new(["e"]).on_message(closer));
+    client.text("close please");
+    assert_eq!(
+        client.received(),
+        [Outgoing::Close(
+            close_code::INTERNAL_ERROR,
+            "the application closed with the invalid code 1005".into()
+        )]
+    );
+}

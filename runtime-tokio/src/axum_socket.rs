@@ -53,10 +53,14 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use std::pin::pin;
+
+use futures::future::{self, Either};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use tbone_dispatch::multiplexer::{self, Multiplexer, Request, Routes};
 use tbone_dispatch::socket::Connection;
+use tbone_dispatch::Runtime as _;
 use tbone_dispatch::{
     serve_socket, Channels, CloseReason, ConnectRequest, Incoming, Outgoing, ReadError, Refusal,
     SocketHandle, SocketOptions, READ_BUFFER_SIZE,
@@ -179,8 +183,21 @@ impl SocketUpgrade {
         channels: impl Into<Channels<Tokio>>,
         options: SocketOptions,
     ) -> Result<Response, Refusal> {
-        let max = options.handshake_limits().max_message_size();
-        let connection = Connection::open(channels, options, self.request).await?;
+        let limits = options.handshake_limits();
+        // The authorizer is the application's: bounded like the tungstenite
+        // paths' handshake, so a stalled check cannot hold the request.
+        let opening = Connection::open(channels, options, self.request);
+        let timer = Tokio::default().sleep(limits.timeout());
+        let connection = match future::select(pin!(opening), pin!(timer)).await {
+            Either::Left((opened, _)) => opened?,
+            Either::Right(_) => {
+                return Err(Refusal::unavailable(format!(
+                    "the connection was not authorized within {:?}",
+                    limits.timeout()
+                )))
+            }
+        };
+        let max = limits.max_message_size();
         Ok(self
             .upgrade
             .read_buffer_size(READ_BUFFER_SIZE)
@@ -219,17 +236,40 @@ pub fn serve(
     serve_socket(channels, sink, stream, options)
 }
 
+/// Headers a socket request takes from the upgrade request only, never
+/// from the client's message: the host, the forwarding headers a proxy
+/// sets, and hop-by-hop and framing headers.
+const FROM_THE_CONNECTION: &[&str] = &[
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "proxy-authorization",
+];
+
 /// Largest response body read from the router for one request, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// TBone's requests answered by an axum `Router`: each request becomes an
 /// HTTP request (method, `href` with `args` in the query, the message's
-/// headers, the JSON body) to the router, with the upgrade request's
-/// `Host`, `Cookie` and `Authorization` headers unless the message sets its
-/// own, so a route sees the same client over the socket as over HTTP. The
-/// response's status is the answer's; its JSON body is the payload (text
-/// if it is not JSON, `null` if empty). TBone's response has no headers:
-/// the route's (`Location`, ...) are not passed on.
+/// headers, the JSON body) to the router, so a route sees the same client
+/// over the socket as over HTTP: the upgrade request's `Cookie` and
+/// `Authorization` unless the message sets its own, and always its `Host`
+/// and forwarding headers (`X-Forwarded-For`...: a message cannot set
+/// those, nor hop-by-hop headers). The response's status is the answer's;
+/// its JSON body is the payload (text if it is not JSON, `null` if empty).
+/// TBone's response has no headers: the route's (`Location`, ...) are not
+/// passed on. Only `router`'s own layers apply: those of the application
+/// around it (logging, say) do not see socket requests.
 #[derive(Clone, Debug)]
 pub struct RouterRoutes {
     router: axum::Router,
@@ -253,9 +293,23 @@ impl Routes for RouterRoutes {
         let mut builder = axum::http::Request::builder()
             .method(request.method())
             .uri(request.uri());
-        let own: Vec<(&str, String)> = request.headers().collect();
-        let inherited = [header::HOST, header::COOKIE, header::AUTHORIZATION];
-        for name in inherited.iter().map(|name| name.as_str()) {
+        // What the client may not say about itself: the connection's own
+        // headers (a proxy in front sets the forwarding ones over HTTP; over
+        // the socket they come from the upgrade request, never the message).
+        let own: Vec<(&str, String)> = request
+            .headers()
+            .filter(|(name, _)| {
+                !FROM_THE_CONNECTION
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name))
+            })
+            .collect();
+        for name in FROM_THE_CONNECTION {
+            if let Some(value) = socket.request().header_value(name) {
+                builder = builder.header(*name, value);
+            }
+        }
+        for name in [header::COOKIE.as_str(), header::AUTHORIZATION.as_str()] {
             let overridden = own.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
             if let (false, Some(value)) = (overridden, socket.request().header_value(name)) {
                 builder = builder.header(name, value);

@@ -87,6 +87,12 @@ impl Runtime for Tokio {
     ) -> (queue::Sender<T>, queue::Receiver<T>) {
         queue::bounded(capacity)
     }
+
+    /// tokio's clock, so that a socket session's time agrees with its
+    /// timers under `tokio::time::pause()` too.
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
 }
 
 /// Sleeps on a thread of its own: for a timer made outside every tokio

@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tbone_dispatch_tests::duplex::{request, BySession};
+use tbone_dispatch_tests::duplex::{request, response, send_json, BySession};
 use tbone_dispatch_tests::websocket::{
     connect, connect_with, expect_close, next_message, next_text, refused_status, tbone_frame,
 };
@@ -233,11 +233,13 @@ fn api() -> Router {
         (StatusCode::CREATED, Json(entry))
     }
     async fn whoami(headers: HeaderMap) -> Json<Value> {
-        let cookie = headers
-            .get("cookie")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        Json(json!({"cookie": cookie}))
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        Json(json!({"cookie": header("cookie"), "forwarded_for": header("x-forwarded-for")}))
     }
     async fn broken() -> (StatusCode, Json<Value>) {
         (
@@ -263,7 +265,8 @@ fn axum_router_multiplexer_routes_requests_through_the_router() {
     Tokio::block_on(async {
         let options = SocketOptions::new(["e"]).on_message(router_multiplexer(api()));
         let (channel, addr) = serve_app("axum-router", options).await;
-        let (mut client, _) = connect_with::<Tokio>(addr, &[("Cookie", "session=abc")]).await;
+        let headers = [("Cookie", "session=abc"), ("X-Forwarded-For", "10.0.0.7")];
+        let (mut client, _) = connect_with::<Tokio>(addr, &headers).await;
         let c = &mut client;
         let entries = "/api/entries/";
 
@@ -291,7 +294,26 @@ fn axum_router_multiplexer_routes_requests_through_the_router() {
         );
         assert_eq!(
             request::<Tokio>(c, json!(7), "GET", "/api/whoami/", None).await,
-            (200, json!({"cookie": "session=abc"}))
+            (
+                200,
+                json!({"cookie": "session=abc", "forwarded_for": "10.0.0.7"})
+            )
+        );
+        // A client cannot claim another address through its message's
+        // headers: the connection's own forwarding headers win (found in
+        // review: a message's X-Forwarded-For reached the route).
+        send_json::<Tokio>(
+            c,
+            &json!({"type": "request", "key": 10, "method": "GET", "href": "/api/whoami/",
+                    "headers": {"X-Forwarded-For": "6.6.6.6", "Cookie": "session=other"}}),
+        )
+        .await;
+        assert_eq!(
+            response::<Tokio>(c, &json!(10), "whoami with headers").await,
+            (
+                200,
+                json!({"cookie": "session=other", "forwarded_for": "10.0.0.7"})
+            )
         );
         // Still open: events and requests.
         wait::<Tokio, _>("publish", channel.publish("e", &json!(8)))

@@ -210,6 +210,10 @@ impl Refusal {
 /// as its visitor (cross-site websocket hijacking). Requests without
 /// `Origin` (not from a browser) are allowed.
 ///
+/// Behind a reverse proxy that rewrites `Host`, `SameHost` refuses every
+/// browser: list the public origins with [`OriginPolicy::only`]
+/// (`SocketOptions::allowed_origins`).
+///
 /// ```
 /// use tbone_dispatch::{ConnectRequest, OriginPolicy};
 ///
@@ -259,12 +263,15 @@ impl OriginPolicy {
         let allowed = match self {
             OriginPolicy::Any => true,
             OriginPolicy::Only(origins) => origins.contains(&origin),
-            OriginPolicy::SameHost => {
-                let host = origin.split_once("://").map_or("", |(_, host)| host);
-                request
-                    .header_value("host")
-                    .is_some_and(|h| h.trim().eq_ignore_ascii_case(host))
-            }
+            OriginPolicy::SameHost => match (
+                authority_of_origin(&origin),
+                request.header_value("host").map(str::trim),
+            ) {
+                (Some((scheme, origin_host)), Some(host)) if !host.is_empty() => {
+                    with_port(origin_host, scheme) == with_port(&host.to_ascii_lowercase(), scheme)
+                }
+                _ => false,
+            },
         };
         if allowed {
             Ok(())
@@ -274,6 +281,31 @@ impl OriginPolicy {
             )))
         }
     }
+}
+
+/// The scheme and `host[:port]` of an origin (`null` and the like have
+/// none).
+fn authority_of_origin(origin: &str) -> Option<(&str, &str)> {
+    let (scheme, host) = origin.split_once("://")?;
+    (!host.is_empty() && !host.contains('/')).then_some((scheme, host))
+}
+
+/// `host` with its port, the scheme's default one if it has none, so that
+/// `https://x.example` and `Host: x.example:443` are the same host.
+fn with_port(host: &str, scheme: &str) -> String {
+    // An IPv6 literal is bracketed; its port comes after the `]`.
+    let has_port = match host.rfind(']') {
+        Some(end) => host[end..].contains(':'),
+        None => host.contains(':'),
+    };
+    if has_port {
+        return host.to_string();
+    }
+    let port = match scheme {
+        "https" | "wss" => 443,
+        _ => 80,
+    };
+    format!("{host}:{port}")
 }
 
 /// What an [`Authorizer`] decided about a connection, kept with it: the
@@ -418,6 +450,26 @@ mod tests {
         assert!(same.check(&with(Some("http://127.0.0.1:8000"))).is_ok());
         assert!(same.check(&with(Some("http://127.0.0.1:8001"))).is_err());
         assert!(same.check(&with(Some("null"))).is_err());
+        let host = |host: &str, origin: &str| {
+            ConnectRequest::new("/")
+                .header("host", host)
+                .header("origin", origin)
+        };
+        assert!(same
+            .check(&host("x.example:443", "https://x.example"))
+            .is_ok());
+        assert!(same
+            .check(&host("x.example", "https://x.example:443"))
+            .is_ok());
+        assert!(same
+            .check(&host("x.example", "http://x.example:80"))
+            .is_ok());
+        assert!(same
+            .check(&host("x.example", "https://x.example:8443"))
+            .is_err());
+        assert!(same.check(&host("[::1]:8000", "http://[::1]:8000")).is_ok());
+        assert!(same.check(&host("", "null")).is_err(), "an empty Host");
+        assert!(same.check(&host("", "http://")).is_err());
         let only = OriginPolicy::only(["HTTP://App.example/"]);
         assert!(only.check(&with(Some("http://app.example"))).is_ok());
         assert!(only.check(&with(Some("http://127.0.0.1:8000"))).is_err());

@@ -22,7 +22,7 @@ use super::options::SocketOptions;
 use super::session::{
     Action, ClientMessage, HandlerOutcome, Incoming, ReadError, Session, SubscribeOutcome,
 };
-use crate::carrier::{CloseReason, Outgoing};
+use crate::carrier::{close_code, CloseReason, Outgoing};
 use crate::{Carrier, CarrierId, Frame, Runtime, SubscribeError};
 
 /// Most client messages read in one go before the connection's task lets
@@ -572,8 +572,21 @@ impl<R: Runtime> SocketOps for HandleOps<R> {
     }
 
     fn close(&self, code: u16, reason: String) {
-        self.carrier
-            .close_after_queued(CloseReason::Application(code, reason));
+        let reason = if close_code::is_sendable(code) {
+            CloseReason::Application(code, reason)
+        } else {
+            // A code the client would refuse (1005, 1006...) fails its side
+            // of the connection with a protocol error: say what happened.
+            tracing::warn!(
+                code,
+                "the application closed a socket with a code that cannot be sent: 1011 instead"
+            );
+            CloseReason::Application(
+                close_code::INTERNAL_ERROR,
+                format!("the application closed with the invalid code {code}"),
+            )
+        };
+        self.carrier.close_after_queued(reason);
     }
 
     fn is_closed(&self) -> bool {

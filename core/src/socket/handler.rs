@@ -184,7 +184,9 @@ impl SocketHandle {
 
     /// Closes the connection with websocket status `code` and `reason`,
     /// after what was already queued for the client. The socket leaves
-    /// every channel at once.
+    /// every channel at once. A code that cannot be sent
+    /// ([`close_code::is_sendable`](crate::close_code::is_sendable)) becomes
+    /// 1011, with a reason that says so.
     pub fn close(&self, code: u16, reason: impl Into<String>) {
         self.ops.close(code, reason.into());
     }
