@@ -790,3 +790,33 @@ fn a_handler_closing_with_an_invalid_code_closes_with_1011() {
         )]
     );
 }
+
+/// A connection whose carrier closed before its socket arrived, and whose
+/// writer gave up waiting for it, still tells the client why (found in
+/// review: the socket was dropped without a close frame).
+#[test]
+fn a_carrier_closed_before_its_socket_arrived_still_sends_the_close_frame() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "closed-before-attach");
+    let options =
+        SocketOptions::new(["e"]).carrier(tbone_dispatch::CarrierConfig::default().capacity(1));
+    let connection = rt
+        .run(Connection::open(&ch, options, ConnectRequest::new("/ws/")))
+        .unwrap()
+        .unwrap();
+    // Two events for a queue of one, before the handshake completed: the
+    // carrier is dropped as too slow, and its writer waits for its socket
+    // no longer than the close timeout.
+    publish(&rt, &ch, "e", 1);
+    publish(&rt, &ch, "e", 2);
+    assert!(connection.carrier().is_closed());
+    rt.advance(Duration::from_secs(1));
+    let mut client = Client::serve(&rt, move |sink, stream| connection.serve(sink, stream));
+    assert_eq!(
+        client.received(),
+        [Outgoing::Close(
+            close_code::POLICY,
+            "too slow: events were not read in time".into()
+        )]
+    );
+}

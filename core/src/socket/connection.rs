@@ -166,9 +166,21 @@ impl<R: Runtime> Connection<R> {
             request,
         } = self;
         let sink: BoxSink = Box::pin(ErrInto(sink));
-        // A refused attach means the carrier is already closed.
-        let _ = attach.send(sink);
         let runtime = channels.runtime().clone();
+        if let Err(sink) = attach.send(sink) {
+            // The carrier closed before its socket arrived (a channel
+            // stopped during the handshake) and its writer gave up waiting:
+            // the client still gets the close frame.
+            let reason = carrier.0.close_reason().unwrap_or(CloseReason::Closed);
+            let limit = options.carrier_config().close_timeout;
+            let goodbye = {
+                let runtime = runtime.clone();
+                async move { refuse_upgraded(sink, &reason, &runtime, limit).await }
+            };
+            if let Err(error) = runtime.spawn(goodbye) {
+                tracing::debug!(%error, "cannot send a close frame");
+            }
+        }
         let session = Session::new(&options, channels.shared_names(), runtime.now());
         let handler = options.handler().cloned();
         let handle = handler.as_ref().map(|_| {

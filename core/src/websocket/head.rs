@@ -27,7 +27,7 @@ pub(crate) enum HeadError {
 /// after it), and what they say.
 pub(crate) struct Head {
     pub(crate) bytes: Vec<u8>,
-    pub(crate) request: ConnectRequest,
+    pub(crate) request: ParsedHead,
 }
 
 /// Reads the request head from `stream` and parses it. Answers (and
@@ -39,7 +39,7 @@ where
 {
     let mut bytes = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let request = loop {
+    let (request, length) = loop {
         let read = stream.read(&mut chunk).await.map_err(HeadError::Io)?;
         if read == 0 {
             return Err(HeadError::Io(io::Error::new(
@@ -49,7 +49,7 @@ where
         }
         bytes.extend_from_slice(chunk.get(..read).unwrap_or_default());
         match parse(&bytes) {
-            Ok(Some(request)) => break request,
+            Ok(Some(parsed)) => break parsed,
             Ok(None) if bytes.len() < MAX_HEAD => continue,
             Ok(None) => {
                 let refusal = Refusal::new(431, "the request head is too large");
@@ -58,14 +58,53 @@ where
             Err(refusal) => return Err(answer(stream, refusal).await),
         }
     };
-    let upgrade = request
-        .header_value("upgrade")
-        .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
-    if !upgrade {
-        let refusal = Refusal::new(400, "this is a websocket endpoint: send an upgrade request");
+    if let Err(refusal) = check_upgrade(&request, bytes.len() - length) {
         return Err(answer(stream, refusal).await);
     }
     Ok(Head { bytes, request })
+}
+
+/// What tungstenite would refuse without an answer, answered: the client
+/// gets a status saying what is wrong, and nothing is authorized or
+/// subscribed for a request that cannot be upgraded.
+fn check_upgrade(request: &ParsedHead, after: usize) -> Result<(), Refusal> {
+    let ParsedHead { request, method } = request;
+    if method != "GET" {
+        return Err(Refusal::new(400, "a websocket upgrade is a GET request"));
+    }
+    let is = |name: &str, value: &str| {
+        request
+            .header_value(name)
+            .is_some_and(|v| v.split(',').any(|v| v.trim().eq_ignore_ascii_case(value)))
+    };
+    if !is("upgrade", "websocket") {
+        return Err(Refusal::new(
+            400,
+            "this is a websocket endpoint: send an upgrade request",
+        ));
+    }
+    if request
+        .header_value("sec-websocket-key")
+        .is_none_or(|key| key.trim().is_empty())
+    {
+        return Err(Refusal::new(
+            400,
+            "the upgrade request has no Sec-WebSocket-Key",
+        ));
+    }
+    if !is("sec-websocket-version", "13") {
+        return Err(Refusal::new(
+            426,
+            "this server speaks websocket version 13 (Sec-WebSocket-Version: 13)",
+        ));
+    }
+    if after > 0 {
+        return Err(Refusal::new(
+            400,
+            "data after the upgrade request, before the handshake's answer",
+        ));
+    }
+    Ok(())
 }
 
 async fn answer<S: AsyncWrite + Unpin>(stream: &mut S, refusal: Refusal) -> HeadError {
@@ -73,18 +112,26 @@ async fn answer<S: AsyncWrite + Unpin>(stream: &mut S, refusal: Refusal) -> Head
     HeadError::Answered(refusal)
 }
 
-/// The request in `bytes`, once its head is complete.
-fn parse(bytes: &[u8]) -> Result<Option<ConnectRequest>, Refusal> {
+/// A parsed request head: the request and its method.
+#[derive(Debug)]
+pub(crate) struct ParsedHead {
+    pub(crate) request: ConnectRequest,
+    method: String,
+}
+
+/// The request in `bytes` and the head's length, once it is complete.
+fn parse(bytes: &[u8]) -> Result<Option<(ParsedHead, usize)>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     match parsed.parse(bytes) {
         Ok(httparse::Status::Partial) => Ok(None),
-        Ok(httparse::Status::Complete(_)) => {
+        Ok(httparse::Status::Complete(length)) => {
             let mut request = ConnectRequest::new(parsed.path.unwrap_or("/"));
             for header in parsed.headers.iter() {
                 request.push_header(header.name, &String::from_utf8_lossy(header.value));
             }
-            Ok(Some(request))
+            let method = parsed.method.unwrap_or_default().to_string();
+            Ok(Some((ParsedHead { request, method }, length)))
         }
         Err(httparse::Error::TooManyHeaders) => {
             Err(Refusal::new(431, "the request has too many headers"))
@@ -97,8 +144,14 @@ fn parse(bytes: &[u8]) -> Result<Option<ConnectRequest>, Refusal> {
 /// closes the stream. Errors are ignored: the client may be gone already.
 pub(crate) async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, refusal: &Refusal) {
     let body = refusal.reason();
+    // 426 says which version to speak (RFC 6455, 4.4).
+    let version = if refusal.status() == 426 {
+        "Sec-WebSocket-Version: 13\r\n"
+    } else {
+        ""
+    };
     let response = format!(
-        "HTTP/1.1 {status} {phrase}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {length}\r\n\r\n{body}",
+        "HTTP/1.1 {status} {phrase}\r\nConnection: close\r\n{version}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {length}\r\n\r\n{body}",
         status = refusal.status(),
         phrase = phrase(refusal.status()),
         length = body.len(),
@@ -114,6 +167,7 @@ fn phrase(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         429 => "Too Many Requests",
+        426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -195,11 +249,32 @@ mod tests {
     fn parses_complete_heads_only() {
         let head = b"GET /ws/?a=1 HTTP/1.1\r\nHost: x\r\nCookie: s=1\r\nUpgrade: websocket\r\n\r\n";
         assert!(parse(&head[..20]).unwrap().is_none());
-        let request = parse(head).unwrap().unwrap();
+        let (parsed, length) = parse(head).unwrap().unwrap();
+        assert_eq!(length, head.len());
+        assert_eq!(parsed.method, "GET");
+        let request = &parsed.request;
         assert_eq!(request.path(), "/ws/");
         assert_eq!(request.query(), Some("a=1"));
         assert_eq!(request.cookie("s"), Some("1"));
         assert_eq!(parse(b"\x00\x01garbage\r\n\r\n").unwrap_err().status(), 400);
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_upgraded_with_a_status() {
+        let check = |text: &str, after: usize| {
+            let (parsed, _) = parse(text.as_bytes()).unwrap().unwrap();
+            check_upgrade(&parsed, after).map_err(|refusal| refusal.status())
+        };
+        let good = "GET / HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        assert_eq!(check(good, 0), Ok(()));
+        assert_eq!(check(good, 3), Err(400), "bytes after the head");
+        assert_eq!(check(&good.replace("GET", "POST"), 0), Err(400));
+        assert_eq!(check(&good.replace("13", "8"), 0), Err(426));
+        assert_eq!(
+            check(&good.replace("Sec-WebSocket-Key", "X-Key"), 0),
+            Err(400)
+        );
+        assert_eq!(check(&good.replace("websocket", "h2c"), 0), Err(400));
     }
 
     #[test]

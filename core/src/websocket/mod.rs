@@ -209,7 +209,7 @@ where
             head::HeadError::Io(error) => AcceptError::Io(error),
             head::HeadError::Answered(refusal) => AcceptError::Refused(refusal),
         })?;
-        let connection = match Connection::open(channels, options, head.request).await {
+        let connection = match Connection::open(channels, options, head.request.request).await {
             Ok(connection) => connection,
             Err(refusal) => {
                 head::refuse(&mut stream, &refusal).await;
