@@ -83,7 +83,10 @@ impl ChannelBuilder {
     /// for backends whose constructor takes arguments: opening the name
     /// again with other settings is then
     /// [`ChannelError::SettingsMismatch`] instead of silently the channel
-    /// opened first. (The MongoDB builder sets it.)
+    /// opened first. (The MongoDB builder sets it, naming the database and
+    /// collection but not the cluster.) The rest of the settings compared
+    /// are the envelope's type (not its own fields) and the limits; a
+    /// [`MemoryBackend`]'s capacity is not.
     pub fn backend_settings(mut self, settings: impl Into<String>) -> Self {
         self.backend_settings = settings.into();
         self
@@ -506,6 +509,9 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         event: Event,
         limit: std::time::Duration,
     ) -> Result<(), PublishError> {
+        if limit.is_zero() {
+            return self.publish_event(event).await;
+        }
         let key = event.key().to_string();
         let waiting = self.publish_with_receipt(event).await?;
         let delivered = std::pin::pin!(self.delivered(waiting, key));

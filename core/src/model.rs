@@ -224,6 +224,20 @@ pub fn publish_resource_events<B: Backend, R: Runtime>(
     channel: &Channel<B, R>,
     sender: Sender,
 ) -> (Connection, Connection) {
+    publish_resource_events_waiting(channel, sender, DELIVERY_WAIT)
+}
+
+/// [`publish_resource_events`], with the longest wait for delivery chosen:
+/// `Duration::ZERO` publishes without waiting (a write then returns as soon
+/// as the backend has its event, and its response may reach the writing
+/// client before the event does). A MongoDB channel delivers what it reads
+/// back, so every model write waits about one round trip to the server,
+/// and up to `wait` while its tailing cursor is down.
+pub fn publish_resource_events_waiting<B: Backend, R: Runtime>(
+    channel: &Channel<B, R>,
+    sender: Sender,
+    wait: std::time::Duration,
+) -> (Connection, Connection) {
     let key = format!("tbone-resource-events:{}:{}", channel.name(), sender.name());
     let on_save = {
         let channel = channel.clone();
@@ -236,10 +250,7 @@ pub fn publish_resource_events<B: Backend, R: Runtime>(
                     RESOURCE_UPDATE
                 };
                 let published = channel
-                    .publish_event_then_wait(
-                        crate::Event::new(event, saved.data().clone()),
-                        DELIVERY_WAIT,
-                    )
+                    .publish_event_then_wait(crate::Event::new(event, saved.data().clone()), wait)
                     .await;
                 published.map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)
             }
@@ -254,7 +265,7 @@ pub fn publish_resource_events<B: Backend, R: Runtime>(
                 let published = channel
                     .publish_event_then_wait(
                         crate::Event::new(RESOURCE_DELETE, deleted.data().clone()),
-                        DELIVERY_WAIT,
+                        wait,
                     )
                     .await;
                 published.map_err(|e| Box::new(e) as Box<dyn StdError + Send + Sync>)

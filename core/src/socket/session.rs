@@ -41,7 +41,8 @@ pub enum ReadError {
     /// A violation of the websocket protocol (closes with 1002).
     #[error("websocket protocol error: {0}")]
     Protocol(String),
-    /// The connection itself failed (reset, closed without a close frame):
+    /// The connection itself failed (reset, or its TCP connection ended
+    /// without a close frame, which tungstenite reports as an error):
     /// nobody is left to send a close frame to.
     #[error("connection lost: {0}")]
     ConnectionLost(String),
@@ -428,7 +429,8 @@ impl Session {
         self.close(error.close_reason(), false);
     }
 
-    /// The client's stream ended without a close frame.
+    /// The client's stream ended (with no error: the websocket library
+    /// already handled the client's close).
     pub fn handle_end_of_stream(&mut self) {
         self.close(CloseReason::PeerClosed, false);
     }

@@ -84,10 +84,7 @@ mod tests {
             waiting.push(delivered);
         }
         assert!(receipts.release(id(0)).is_none(), "the oldest was dropped");
-        assert!(
-            waiting[0].try_recv().is_err(),
-            "its publisher is told"
-        );
+        assert!(waiting[0].try_recv().is_err(), "its publisher is told");
         assert!(receipts.release(id(MOST as u32)).is_some());
         let held = receipts.held.lock().unwrap();
         assert_eq!(held.by_id.len(), MOST - 1);
