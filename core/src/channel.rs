@@ -304,6 +304,13 @@ impl<B: Backend, R: Runtime> PartialEq for Channel<B, R> {
 impl<R: Runtime + Default> Channel<MemoryBackend<R>, R> {
     /// The in-memory channel called `name` (the spec's
     /// `MemoryChannel(name=...)`), created with default options if needed.
+    ///
+    /// One instance per name and process: tests that each run their own
+    /// runtime (`#[tokio::test]`) and run in parallel share it, and when
+    /// the runtime that kicked it off ends, its consumer ends too. Give
+    /// each such test its own channel name. (Run one after another, each
+    /// test gets a fresh instance: a name whose consumer died with its
+    /// runtime is replaced.)
     pub fn named(name: &str) -> Result<Self, ChannelError> {
         ChannelBuilder::new(name).open(R::default(), MemoryBackend::new)
     }

@@ -215,10 +215,22 @@ fn serve_connection(
     connection: Connection<Tokio>,
     socket: WebSocket,
 ) -> impl Future<Output = CloseReason> {
+    let (sink, stream) = halves(socket);
+    connection.serve(sink, stream)
+}
+
+/// The socket's two halves, as the core's types.
+#[allow(clippy::type_complexity)]
+fn halves(
+    socket: WebSocket,
+) -> (
+    impl futures::Sink<Outgoing, Error = axum::Error> + Send + Unpin + 'static,
+    impl futures::Stream<Item = Result<Incoming, ReadError>> + Send + Unpin + 'static,
+) {
     let (sink, stream) = socket.split();
     let sink = sink.with(|item| futures::future::ready(Ok::<_, axum::Error>(outgoing(item))));
     let stream = stream.map(|message| message.map(incoming).map_err(read_error));
-    connection.serve(sink, stream)
+    (sink, stream)
 }
 
 /// Serves an upgraded axum socket on `channels` until it closes (no
@@ -230,9 +242,7 @@ pub fn serve(
     channels: impl Into<Channels<Tokio>>,
     options: SocketOptions,
 ) -> impl Future<Output = CloseReason> {
-    let (sink, stream) = socket.split();
-    let sink = sink.with(|item| futures::future::ready(Ok::<_, axum::Error>(outgoing(item))));
-    let stream = stream.map(|message| message.map(incoming).map_err(read_error));
+    let (sink, stream) = halves(socket);
     serve_socket(channels, sink, stream, options)
 }
 

@@ -52,11 +52,13 @@ pub(crate) fn parse(text: &str) -> Parsed {
     if !text.trim_start().starts_with('{') {
         return Parsed::Other;
     }
-    if let Ok(control) = serde_json::from_str::<Control>(text) {
-        return Parsed::Control(control);
-    }
+    // The light look first: most messages of a socket with a handler are
+    // the application's, and are parsed once here, not twice.
     match serde_json::from_str::<Probe>(text) {
-        Ok(Probe { action: true }) => Parsed::Malformed,
+        Ok(Probe { action: true }) => match serde_json::from_str::<Control>(text) {
+            Ok(control) => Parsed::Control(control),
+            Err(_) => Parsed::Malformed,
+        },
         _ => Parsed::Other,
     }
 }

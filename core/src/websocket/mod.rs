@@ -178,9 +178,7 @@ where
     /// Serves the socket until it closes; returns why. Dropping the future
     /// closes the connection.
     pub fn serve(self) -> impl Future<Output = CloseReason> {
-        let (sink, stream) = self.socket.split();
-        let sink = sink.with(|item| future::ready(Ok::<_, WsError>(outgoing(item))));
-        let stream = stream.map(|message| message.map(incoming).map_err(read_error));
+        let (sink, stream) = halves(self.socket);
         self.connection.serve(sink, stream)
     }
 }
@@ -262,8 +260,23 @@ where
     R: Runtime,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (sink, stream) = halves(socket);
+    serve_socket(channels, sink, stream, options)
+}
+
+/// The socket's two halves, as the core's types.
+#[allow(clippy::type_complexity)]
+fn halves<S>(
+    socket: WebSocketStream<S>,
+) -> (
+    impl futures::Sink<Outgoing, Error = WsError> + Send + Unpin + 'static,
+    impl futures::Stream<Item = Result<Incoming, ReadError>> + Send + Unpin + 'static,
+)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (sink, stream) = socket.split();
     let sink = sink.with(|item| future::ready(Ok::<_, WsError>(outgoing(item))));
     let stream = stream.map(|message| message.map(incoming).map_err(read_error));
-    serve_socket(channels, sink, stream, options)
+    (sink, stream)
 }
