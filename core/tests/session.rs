@@ -71,6 +71,21 @@ fn the_close(session: &mut Session) -> (CloseReason, bool) {
     }
 }
 
+/// A session pinging every `interval` whose one message in flight (the
+/// limit) is a slow request, delivered at `start`: it does not read until
+/// the handler finishes.
+fn busy_session(start: Instant, interval: Duration) -> Session {
+    let options = SocketOptions::new(["e"])
+        .on_message(ignore)
+        .limits(Limits::default().max_in_flight(1))
+        .ping_interval(interval);
+    let mut session = Session::new(&options, names(&["pubsub"]), start);
+    session.handle_message(start, text("slow request"));
+    assert_eq!(actions(&mut session).len(), 1, "the request delivered");
+    assert!(!session.wants_read());
+    session
+}
+
 fn code(reason: &CloseReason) -> Option<u16> {
     reason.close_frame().map(|(code, _)| code)
 }
@@ -355,14 +370,7 @@ fn a_client_that_answers_is_pinged_once_per_interval() {
 fn a_busy_application_does_not_make_its_client_unresponsive() {
     let start = Instant::now();
     let interval = Duration::from_secs(30);
-    let options = SocketOptions::new(["e"])
-        .on_message(ignore)
-        .limits(Limits::default().max_in_flight(1))
-        .ping_interval(interval);
-    let mut session = Session::new(&options, names(&["pubsub"]), start);
-    session.handle_message(start, text("slow request"));
-    actions(&mut session);
-    assert!(!session.wants_read());
+    let mut session = busy_session(start, interval);
     // Not reading for three intervals: pings go out, nobody is closed.
     for k in 1..=3 {
         session.handle_timeout(start + k * interval);
@@ -1600,13 +1608,7 @@ proptest! {
 fn a_pong_left_unread_while_the_application_was_busy_is_not_silence() {
     let start = Instant::now();
     let interval = Duration::from_secs(30);
-    let options = SocketOptions::new(["e"])
-        .on_message(ignore)
-        .limits(Limits::default().max_in_flight(1))
-        .ping_interval(interval);
-    let mut session = Session::new(&options, names(&["pubsub"]), start);
-    session.handle_message(start, text("slow request"));
-    assert_eq!(actions(&mut session).len(), 1);
+    let mut session = busy_session(start, interval);
     session.handle_timeout(start + interval);
     assert_eq!(actions(&mut session), [Action::Ping]);
     // The client answers at once; the pong waits, unread.

@@ -38,6 +38,13 @@ pub async fn send_text<R: TestRuntime>(client: &mut Client, text: &str) {
     .unwrap_or_else(|e| panic!("[{}] sending {text:?}: {e}", R::name()));
 }
 
+/// Queues one text message without flushing, within [`crate::WAIT`].
+async fn feed_text<R: TestRuntime>(client: &mut Client, text: &str) {
+    wait::<R, _>("feeding a message", client.feed(Message::text(text)))
+        .await
+        .expect("feed");
+}
+
 /// Sends `value` as a JSON text message.
 pub async fn send_json<R: TestRuntime>(client: &mut Client, value: &Value) {
     send_text::<R>(client, &value.to_string()).await;
@@ -128,13 +135,16 @@ pub async fn echo(message: ClientMessage, socket: SocketHandle) -> Result<(), Ha
 // ---------------------------------------------------------------------
 // The application's messages.
 
-/// Reads `n` text messages: the events (TBone frames) and the handler's
-/// replies (`echo:` stripped), each in the order received, and the order
-/// of all of them.
+/// Reads what `sent` brings: for each `i` in it, the event `e` published
+/// with data `i` (a TBone frame) and the handler's reply to the message
+/// `m<i>`, interleaved in any way. Asserts that the events came in publish
+/// order and the replies in send order; returns every message in the
+/// order received.
 async fn events_and_replies<R: TestRuntime>(
     client: &mut Client,
-    n: usize,
-) -> (Vec<String>, Vec<String>, Vec<String>) {
+    sent: std::ops::Range<usize>,
+) -> Vec<String> {
+    let n = 2 * sent.len();
     let (mut events, mut replies, mut all) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         let text = next_text::<R>(client, &format!("message #{i} of {n}")).await;
@@ -144,7 +154,24 @@ async fn events_and_replies<R: TestRuntime>(
         }
         all.push(text);
     }
-    (events, replies, all)
+    let want_events: Vec<String> = sent
+        .clone()
+        .map(|i| tbone_frame("e", &i.to_string()))
+        .collect();
+    let want_replies: Vec<String> = sent.map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        events,
+        want_events,
+        "[{}] events in publish order",
+        R::name()
+    );
+    assert_eq!(
+        replies,
+        want_replies,
+        "[{}] replies in send order",
+        R::name()
+    );
+    all
 }
 
 /// A handler's replies reach its client in order with the events the
@@ -168,25 +195,11 @@ pub async fn handler_replies_in_order_with_events<R: TestRuntime>() {
         .await;
         send_text::<R>(&mut client, &format!("m{i}")).await;
     }
-    let (events, replies, all) = events_and_replies::<R>(&mut client, 2 * N).await;
-    let want_events: Vec<String> = (0..N).map(|i| tbone_frame("e", &i.to_string())).collect();
-    let want_replies: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
-    assert_eq!(
-        events,
-        want_events,
-        "[{}] events in publish order",
-        R::name()
-    );
-    assert_eq!(
-        replies,
-        want_replies,
-        "[{}] replies in send order",
-        R::name()
-    );
+    let all = events_and_replies::<R>(&mut client, 0..N).await;
     let at = |text: &str| all.iter().position(|t| t == text);
-    for (i, event) in want_events.iter().enumerate() {
+    for i in 0..N {
         assert!(
-            at(event) < at(&format!("echo:m{i}")),
+            at(&tbone_frame("e", &i.to_string())) < at(&format!("echo:m{i}")),
             "[{}] the reply to m{i} came before event {i}, which was queued first: {all:?}",
             R::name()
         );
@@ -195,33 +208,12 @@ pub async fn handler_replies_in_order_with_events<R: TestRuntime>() {
     // Flat out: publishes and messages interleaved without waiting.
     for i in N..2 * N {
         publish::<R>(&channel, "e", &json!(i)).await;
-        wait::<R, _>(
-            "feeding a message",
-            client.feed(Message::text(format!("m{i}"))),
-        )
-        .await
-        .expect("feed");
+        feed_text::<R>(&mut client, &format!("m{i}")).await;
     }
     wait::<R, _>("flushing the messages", client.flush())
         .await
         .expect("flush");
-    let (events, replies, _) = events_and_replies::<R>(&mut client, 2 * N).await;
-    let want_events: Vec<String> = (N..2 * N)
-        .map(|i| tbone_frame("e", &i.to_string()))
-        .collect();
-    let want_replies: Vec<String> = (N..2 * N).map(|i| format!("m{i}")).collect();
-    assert_eq!(
-        events,
-        want_events,
-        "[{}] events in publish order",
-        R::name()
-    );
-    assert_eq!(
-        replies,
-        want_replies,
-        "[{}] replies in send order",
-        R::name()
-    );
+    events_and_replies::<R>(&mut client, N..2 * N).await;
     assert!(!server.ended_so_far().contains(&peer));
 }
 
@@ -821,12 +813,7 @@ pub async fn message_rate_limit_closes_with_1008<R: TestRuntime>() {
     // LIMIT + LIMIT·T get through, so this is over unless the server took
     // more than two seconds to read them.
     for i in 0..4 * LIMIT {
-        wait::<R, _>(
-            "feeding a message",
-            client.feed(Message::text(format!("n{i}"))),
-        )
-        .await
-        .expect("feed");
+        feed_text::<R>(&mut client, &format!("n{i}")).await;
     }
     wait::<R, _>("flushing", client.flush())
         .await

@@ -21,9 +21,10 @@ use std::time::Duration;
 use futures::channel::mpsc;
 use futures::future::{self, Either};
 use futures::{Sink, StreamExt};
+use tbone_dispatch::websocket as ws_core;
 use tbone_dispatch::{
-    Carrier, CarrierConfig, Channel, ChannelError, Channels, Frame, MemoryBackend, Runtime,
-    SocketOptions, SpawnError,
+    Carrier, CarrierConfig, Channel, ChannelError, Channels, CloseReason, Frame, HandshakeLimits,
+    MemoryBackend, Runtime, SocketOptions, SpawnError,
 };
 
 pub mod backends;
@@ -155,31 +156,18 @@ impl TestRuntime for Tokio {
         options: SocketOptions,
     ) -> websocket::WsServer {
         use tbone_dispatch_tokio::websocket::{accept, handshake, serve};
-        let (listener, addr) = websocket::bind_loopback();
-        let listener = tokio::net::TcpListener::from_std(listener).expect("adopting the listener");
-        let incoming = futures::stream::unfold(listener, |listener| async move {
-            let next = listener.accept().await;
-            Some((next, listener))
-        });
-        websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
-            let (channels, options) = (channels.clone(), options.clone());
-            async move {
-                match how {
-                    Serving::Accept => {
-                        let accepted = accept(tcp, channels, options)
-                            .await
-                            .map_err(websocket::NotServed::from)?;
-                        Ok(accepted.serve().await)
-                    }
-                    Serving::Upgraded => {
-                        let socket = handshake(tcp, options.handshake_limits())
-                            .await
-                            .map_err(websocket::NotServed::from)?;
-                        Ok(serve(socket, channels, options).await)
-                    }
-                }
-            }
-        })
+        serve_loopback(
+            how,
+            channels,
+            options,
+            |listener| tokio::net::TcpListener::from_std(listener).expect("adopting the listener"),
+            |listener: tokio::net::TcpListener| async move { (listener.accept().await, listener) },
+            WsFunctions {
+                accept,
+                handshake,
+                serve,
+            },
+        )
     }
 
     async fn connect_tcp(addr: SocketAddr) -> io::Result<(websocket::ClientIo, SocketAddr)> {
@@ -204,6 +192,72 @@ pub enum Serving {
     /// subscribed before the response), then `websocket::serve` on the
     /// upgraded socket.
     Upgraded,
+}
+
+/// A runtime crate's `websocket::{accept, handshake, serve}` for its TCP
+/// stream, as [`serve_loopback`] calls them.
+struct WsFunctions<A, H, S> {
+    accept: A,
+    handshake: H,
+    serve: S,
+}
+
+/// The body of every runtime's [`TestRuntime::spawn_server`]: a listener
+/// on a fresh port of 127.0.0.1, adopted by the runtime (`adopt`) and
+/// awaited with `accept_tcp` (which hands the listener back with the
+/// connection), whose connections are each served as `how` says with the
+/// runtime crate's websocket functions `ws`.
+fn serve_loopback<R, L, N, NF, C, A, AF, IO, H, HF, WS, S, SF>(
+    how: Serving,
+    channels: Channels<R>,
+    options: SocketOptions,
+    adopt: impl FnOnce(std::net::TcpListener) -> L,
+    accept_tcp: N,
+    ws: WsFunctions<A, H, S>,
+) -> websocket::WsServer
+where
+    R: TestRuntime,
+    L: Send + 'static,
+    N: Fn(L) -> NF + Send + 'static,
+    NF: Future<Output = (io::Result<(C, SocketAddr)>, L)> + Send + 'static,
+    C: Send + 'static,
+    A: Fn(C, Channels<R>, SocketOptions) -> AF + Copy + Send + 'static,
+    AF: Future<Output = Result<ws_core::Accepted<R, IO>, ws_core::AcceptError>> + Send + 'static,
+    IO: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(C, HandshakeLimits) -> HF + Copy + Send + 'static,
+    HF: Future<Output = Result<WS, ws_core::AcceptError>> + Send + 'static,
+    S: Fn(WS, Channels<R>, SocketOptions) -> SF + Copy + Send + 'static,
+    SF: Future<Output = CloseReason> + Send + 'static,
+{
+    let WsFunctions {
+        accept,
+        handshake,
+        serve,
+    } = ws;
+    let (listener, addr) = websocket::bind_loopback();
+    let incoming = futures::stream::unfold(adopt(listener), move |listener| {
+        let next = accept_tcp(listener);
+        async move { Some(next.await) }
+    });
+    websocket::start_server::<R, _, _, _, _>(addr, incoming, move |tcp| {
+        let (channels, options) = (channels.clone(), options.clone());
+        async move {
+            match how {
+                Serving::Accept => {
+                    let accepted = accept(tcp, channels, options)
+                        .await
+                        .map_err(websocket::NotServed::from)?;
+                    Ok(accepted.serve().await)
+                }
+                Serving::Upgraded => {
+                    let socket = handshake(tcp, options.handshake_limits())
+                        .await
+                        .map_err(websocket::NotServed::from)?;
+                    Ok(serve(socket, channels, options).await)
+                }
+            }
+        }
+    })
 }
 
 /// async-std and smol differ only in names: one implementation for both.
@@ -245,31 +299,18 @@ macro_rules! futures_io_runtime {
             ) -> websocket::WsServer {
                 use $krate::websocket::{accept, handshake, serve};
                 use $net as net;
-                let (listener, addr) = websocket::bind_loopback();
-                let listener: net::TcpListener = $adopt(listener);
-                let incoming = futures::stream::unfold(listener, |listener| async move {
-                    let next = listener.accept().await;
-                    Some((next, listener))
-                });
-                websocket::start_server::<Self, _, _, _, _>(addr, incoming, move |tcp| {
-                    let (channels, options) = (channels.clone(), options.clone());
-                    async move {
-                        match how {
-                            Serving::Accept => {
-                                let accepted = accept(tcp, channels, options)
-                                    .await
-                                    .map_err(websocket::NotServed::from)?;
-                                Ok(accepted.serve().await)
-                            }
-                            Serving::Upgraded => {
-                                let socket = handshake(tcp, options.handshake_limits())
-                                    .await
-                                    .map_err(websocket::NotServed::from)?;
-                                Ok(serve(socket, channels, options).await)
-                            }
-                        }
-                    }
-                })
+                serve_loopback(
+                    how,
+                    channels,
+                    options,
+                    $adopt,
+                    |listener: net::TcpListener| async move { (listener.accept().await, listener) },
+                    WsFunctions {
+                        accept,
+                        handshake,
+                        serve,
+                    },
+                )
             }
 
             async fn connect_tcp(

@@ -11,97 +11,39 @@
 //! both tasks. Each step's live allocations are printed by size, per
 //! connection, with the sizes of the futures and types they hold.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use futures::{SinkExt as _, StreamExt as _};
+use tbone_dispatch_load::allocs::{self, Counting, Snapshot, EXACT};
 use tbone_dispatch_tokio::dispatch::socket::{Connection, Session};
 use tbone_dispatch_tokio::websocket::{self, incoming, outgoing, read_error};
 use tbone_dispatch_tokio::{
     Carrier, Channels, ConnectRequest, MemoryChannel, Runtime as _, SocketOptions, Tokio,
 };
 
-const EXACT: usize = 4096;
-static LIVE: [AtomicI64; EXACT + 2] = [const { AtomicI64::new(0) }; EXACT + 2];
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The system allocator, counting this thread's live allocations by size
-/// while `COUNTING` is set.
-struct PerThread;
-
-fn count(size: usize, delta: i64) {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        if let Some(live) = LIVE.get(size.min(EXACT + 1)) {
-            live.fetch_add(delta, Ordering::Relaxed);
-        }
-    }
-}
-
-// SAFETY: every call is forwarded to `System` unchanged; counting touches
-// only atomics and a const thread-local.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for PerThread {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size(), 1);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size(), 1);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(layout.size(), -1);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(layout.size(), -1);
-        count(new_size, 1);
-        // SAFETY: the caller's contract, forwarded.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// The load tool's counting allocator, counting the serving thread only.
 #[global_allocator]
-static ALLOCATOR: PerThread = PerThread;
+static ALLOCATOR: Counting = Counting::PerThread;
 
+/// What a step left allocated, by size; every size above [`EXACT`] at
+/// `EXACT + 1` (printed `>4096`, counted as 4097 B).
 type Sizes = BTreeMap<usize, i64>;
 
-fn snapshot() -> Sizes {
-    let was = COUNTING.with(|c| c.replace(false));
-    let sizes = LIVE
-        .iter()
-        .enumerate()
-        .map(|(size, n)| (size, n.load(Ordering::Relaxed)))
-        .filter(|(_, n)| *n != 0)
-        .collect();
-    COUNTING.with(|c| c.set(was));
-    sizes
+/// The counters now, taken uncounted.
+fn snapshot() -> Snapshot {
+    allocs::uncounted(Snapshot::take)
 }
 
 /// Adds what was allocated since `before` to `step`. The snapshots are
 /// made and dropped uncounted.
-fn account(step: &mut Sizes, before: Sizes) {
-    let now = snapshot();
-    let was = COUNTING.with(|c| c.replace(false));
-    for (size, n) in &now {
-        *step.entry(*size).or_default() += n - before.get(size).copied().unwrap_or(0);
-    }
-    for (size, n) in &before {
-        if !now.contains_key(size) {
-            *step.entry(*size).or_default() -= n;
+fn account(step: &mut Sizes, before: Snapshot) {
+    allocs::uncounted(|| {
+        for (size, delta) in Snapshot::take().since(&before) {
+            *step.entry(size.min(EXACT + 1)).or_default() += delta;
         }
-    }
-    drop((now, before));
-    COUNTING.with(|c| c.set(was));
+        drop(before);
+    });
 }
 
 fn print_step(name: &str, step: &Sizes, n: usize) -> f64 {
@@ -183,7 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let mut counted: Vec<Sizes> = vec![Sizes::new(); steps.len()];
         let mut serve_size = 0;
         let mut connection_size = 0;
-        COUNTING.with(|c| c.set(true));
+        allocs::count_this_thread(true);
         for _ in 0..n {
             let before = snapshot();
             let (tcp, _) = listener.accept().await?;
@@ -215,7 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
             account(&mut counted[4], before);
         }
-        COUNTING.with(|c| c.set(false));
+        allocs::count_this_thread(false);
 
         println!("{n} idle subscribed connections on tokio (current-thread runtime), heap allocations of the serving thread per connection:");
         let mut total = 0.0;

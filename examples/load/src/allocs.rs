@@ -1,14 +1,16 @@
-//! Counting the server's live heap allocations by size (`--alloc-stats`):
-//! where an idle connection's bytes go. The counting allocator wraps the
-//! system's and counts only once enabled (one relaxed load per allocation
-//! otherwise).
+//! Counting live heap allocations by size: the server's (`tbone-load
+//! --alloc-stats`: where an idle connection's bytes go) and one thread's
+//! (the `conn_memory` example). The counting allocator wraps the system's
+//! and counts only once enabled (one relaxed load, or one thread-local
+//! read, per allocation otherwise).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 /// Sizes counted one by one; larger ones by power of two.
-const EXACT: usize = 4096;
+pub const EXACT: usize = 4096;
 const LOG_BUCKETS: usize = 64;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -16,8 +18,33 @@ static LIVE: [AtomicI64; EXACT + 1 + LOG_BUCKETS] =
     [const { AtomicI64::new(0) }; EXACT + 1 + LOG_BUCKETS];
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 
+thread_local! {
+    static THIS_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
 /// The system allocator, counting live allocations by size when enabled.
-pub(crate) struct Counting;
+pub enum Counting {
+    /// Counts every thread's allocations once [`enable`] is called.
+    Process,
+    /// Counts the allocations of the threads that turned it on with
+    /// [`count_this_thread`].
+    PerThread,
+}
+
+impl Counting {
+    fn count(&self, size: usize, delta: i64) {
+        let enabled = match self {
+            Counting::Process => ENABLED.load(Ordering::Relaxed),
+            Counting::PerThread => THIS_THREAD.try_with(Cell::get).unwrap_or(false),
+        };
+        if enabled {
+            if let Some(live) = LIVE.get(slot(size)) {
+                live.fetch_add(delta, Ordering::Relaxed);
+            }
+            LIVE_BYTES.fetch_add(delta * size as i64, Ordering::Relaxed);
+        }
+    }
+}
 
 fn slot(size: usize) -> usize {
     if size <= EXACT {
@@ -36,52 +63,59 @@ fn slot_size(slot: usize) -> usize {
     }
 }
 
-fn count(size: usize, delta: i64) {
-    if ENABLED.load(Ordering::Relaxed) {
-        if let Some(live) = LIVE.get(slot(size)) {
-            live.fetch_add(delta, Ordering::Relaxed);
-        }
-        LIVE_BYTES.fetch_add(delta * size as i64, Ordering::Relaxed);
-    }
-}
-
 // SAFETY: every call is forwarded to `System` unchanged; the counters are
-// plain atomics and never allocate.
+// plain atomics and a const thread-local, and never allocate.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size(), 1);
+        self.count(layout.size(), 1);
         // SAFETY: the caller's contract, forwarded.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size(), 1);
+        self.count(layout.size(), 1);
         // SAFETY: the caller's contract, forwarded.
         unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(layout.size(), -1);
+        self.count(layout.size(), -1);
         // SAFETY: the caller's contract, forwarded.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(layout.size(), -1);
-        count(new_size, 1);
+        self.count(layout.size(), -1);
+        self.count(new_size, 1);
         // SAFETY: the caller's contract, forwarded.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 
-/// Starts counting (in the server process).
-pub(crate) fn enable() {
+/// Starts counting every thread's allocations (in the server process),
+/// with [`Counting::Process`].
+pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
+/// Starts (`true`) or stops counting this thread's allocations, with
+/// [`Counting::PerThread`]; returns whether it was counted.
+pub fn count_this_thread(on: bool) -> bool {
+    THIS_THREAD.with(|counted| counted.replace(on))
+}
+
+/// Runs `f` with this thread's allocations uncounted (the counting's own
+/// bookkeeping), then counts them again if they were.
+pub fn uncounted<T>(f: impl FnOnce() -> T) -> T {
+    let was = count_this_thread(false);
+    let output = f();
+    count_this_thread(was);
+    output
+}
+
 /// The counters as one line: `<live bytes> <size>:<count> ...`.
-pub(crate) fn snapshot_line() -> String {
+pub fn snapshot_line() -> String {
     let mut line = LIVE_BYTES.load(Ordering::Relaxed).to_string();
     for (i, live) in LIVE.iter().enumerate() {
         let n = live.load(Ordering::Relaxed);
@@ -92,14 +126,30 @@ pub(crate) fn snapshot_line() -> String {
     line
 }
 
-/// A parsed [`snapshot_line`].
-pub(crate) struct Snapshot {
+/// The live allocations at one time: taken, or a parsed [`snapshot_line`].
+pub struct Snapshot {
     bytes: i64,
     by_size: BTreeMap<usize, i64>,
 }
 
 impl Snapshot {
-    pub(crate) fn parse(line: &str) -> Option<Snapshot> {
+    /// The counters now (this thread's allocations for it are counted as
+    /// any others: see [`uncounted`]).
+    pub fn take() -> Snapshot {
+        let by_size = LIVE
+            .iter()
+            .enumerate()
+            .map(|(i, live)| (slot_size(i), live.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n != 0)
+            .collect();
+        Snapshot {
+            bytes: LIVE_BYTES.load(Ordering::Relaxed),
+            by_size,
+        }
+    }
+
+    /// Reads a [`snapshot_line`].
+    pub fn parse(line: &str) -> Option<Snapshot> {
         let mut fields = line.split_whitespace();
         let bytes = fields.next()?.parse().ok()?;
         let mut by_size = BTreeMap::new();
@@ -110,11 +160,10 @@ impl Snapshot {
         Some(Snapshot { bytes, by_size })
     }
 
-    /// Prints what was allocated between `before` and `self`, per
-    /// connection: the allocation sizes that account for most bytes.
-    pub(crate) fn report_since(&self, before: &Snapshot, connections: usize, label: &str) {
-        let n = connections.max(1) as f64;
-        let mut rows: Vec<(usize, i64)> = self
+    /// How many more allocations of each size are live in `self` than in
+    /// `before` (sizes whose count changed).
+    pub fn since(&self, before: &Snapshot) -> Vec<(usize, i64)> {
+        let mut changes: Vec<(usize, i64)> = self
             .by_size
             .iter()
             .map(|(size, count)| {
@@ -127,9 +176,17 @@ impl Snapshot {
             .collect();
         for (size, count) in &before.by_size {
             if !self.by_size.contains_key(size) {
-                rows.push((*size, -count));
+                changes.push((*size, -count));
             }
         }
+        changes
+    }
+
+    /// Prints what was allocated between `before` and `self`, per
+    /// connection: the allocation sizes that account for most bytes.
+    pub fn report_since(&self, before: &Snapshot, connections: usize, label: &str) {
+        let n = connections.max(1) as f64;
+        let mut rows = self.since(before);
         rows.sort_by_key(|(size, delta)| std::cmp::Reverse(*size as i64 * delta));
         let requested = (self.bytes - before.bytes) as f64 / n;
         // glibc: 8 bytes of header, 16-byte granules, 32 bytes at least.

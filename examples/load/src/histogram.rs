@@ -74,6 +74,21 @@ impl Histogram {
         self.max_us.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
+    /// p50, p95, p99 and the maximum, as the report's latency line shows
+    /// them.
+    pub(crate) fn summary(&self) -> String {
+        let (p50, p95, p99) = self.percentiles_ms();
+        let max_ms = self.max_ms();
+        format!("p50 {p50:.3}  p95 {p95:.3}  p99 {p99:.3}  max {max_ms:.3}")
+    }
+
+    /// The same as the `RESULT` line's fields.
+    pub(crate) fn result_fields(&self) -> String {
+        let (p50, p95, p99) = self.percentiles_ms();
+        let max_ms = self.max_ms();
+        format!("p50_ms={p50:.3} p95_ms={p95:.3} p99_ms={p99:.3} max_ms={max_ms:.3}")
+    }
+
     /// p50, p95 and p99, in ms.
     pub(crate) fn percentiles_ms(&self) -> (f64, f64, f64) {
         (

@@ -12,10 +12,10 @@
 //! the library's servers and the bare baselines), `child` (the parent's
 //! handle on that process), `client` (connecting, the two modes, the
 //! reports), `histogram` (latency percentiles), `process` (RSS, CPU and
-//! limits from /proc), `allocs` (the server's live allocations by size,
-//! with `--alloc-stats`).
+//! limits from /proc); from the library, shared with the `conn_memory`
+//! example, `allocs` (the server's live allocations by size, with
+//! `--alloc-stats`).
 
-mod allocs;
 mod args;
 mod child;
 mod client;
@@ -23,8 +23,10 @@ mod histogram;
 mod process;
 mod server;
 
+use tbone_dispatch_load::allocs;
+
 #[global_allocator]
-static ALLOCATOR: allocs::Counting = allocs::Counting;
+static ALLOCATOR: allocs::Counting = allocs::Counting::Process;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt as _;
 
-use super::{client_runtime, connect, connect_all, kib_per_conn, report_failures};
+use super::{connect_and_settle, number_field, CpuUse, Dial};
 use crate::args::{Args, Kind, Mode};
 use crate::child::ServerProcess;
 use crate::histogram::Histogram;
@@ -28,30 +28,17 @@ struct Stats {
 /// Extracts the `t` field of an event frame without a full JSON parse (the
 /// frame's other keys are `type`, `payload`, `name`, `data`, `seq`, `pad`).
 fn frame_time(text: &str) -> Option<u64> {
-    let at = text.find("\"t\":")? + 4;
-    let digits = text[at..].trim_start();
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
+    number_field(text, "\"t\":")
 }
 
 async fn client(
-    addr: SocketAddr,
+    dial: Dial,
     stats: Arc<Stats>,
-    semaphore: Arc<tokio::sync::Semaphore>,
-    ready: tokio::sync::mpsc::UnboundedSender<Result<(), String>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> u64 {
-    let mut ws = match connect(addr, &semaphore).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return 0;
-        }
+    let Some(mut ws) = dial.open().await else {
+        return 0;
     };
-    let _ = ready.send(Ok(()));
-    drop(ready);
     let mut count = 0u64;
     loop {
         tokio::select! {
@@ -83,13 +70,7 @@ pub(super) fn run(
     server: &mut ServerProcess,
     addr: SocketAddr,
 ) -> Result<(), BoxError> {
-    let n = args.clients;
     let pid = server.pid();
-    std::thread::sleep(Duration::from_millis(300));
-    let rss_before = vm_rss_kib(pid).unwrap_or(0);
-    let allocs_before = args.alloc_stats.then(|| server.allocs()).transpose()?;
-
-    let rt = client_runtime(args)?;
     let stats = Arc::new(Stats {
         hist: Histogram::new(),
         received: AtomicU64::new(0),
@@ -98,20 +79,11 @@ pub(super) fn run(
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
 
-    // Phase 1: connect everyone.
-    let connect_start = Instant::now();
-    let (handles, connected, failures) = rt.block_on(connect_all(
-        n,
-        args.connect_concurrency,
-        |_, semaphore, ready| client(addr, stats.clone(), semaphore, ready, stop_rx.clone()),
-    ));
-    let connect_secs = connect_start.elapsed().as_secs_f64();
-    report_failures(&failures, n);
-
-    // Phase 2: let the server subscribe everyone, measure idle memory.
-    std::thread::sleep(Duration::from_millis(500 + n as u64 / 10));
-    let rss_idle = vm_rss_kib(pid).unwrap_or(0);
-    let allocs_idle = args.alloc_stats.then(|| server.allocs()).transpose()?;
+    // Phases 1 and 2: connect everyone, let the server subscribe them.
+    let (clients, connection) = connect_and_settle(args, server, addr, |dial| {
+        client(dial, stats.clone(), stop_rx.clone())
+    })?;
+    let connected = connection.connected;
     let cpu0 = CpuSample::take(pid);
     let received0 = stats.received.load(Ordering::Relaxed);
 
@@ -132,7 +104,7 @@ pub(super) fn run(
         std::thread::sleep(Duration::from_millis(10));
     }
     let wall = start.elapsed().as_secs_f64();
-    let (client_cpu, server_cpu) = CpuSample::take(pid).since(cpu0);
+    let cpu = CpuUse::since(cpu0, pid, wall);
     let rss_end = vm_rss_kib(pid).unwrap_or(0);
     let received = stats.received.load(Ordering::Relaxed) - received0;
     let expected = expected - received0;
@@ -144,30 +116,20 @@ pub(super) fn run(
         .max(1e-6);
 
     let _ = stop_tx.send(true);
-    let per_client: Vec<u64> = rt.block_on(async {
-        let mut counts = Vec::with_capacity(handles.len());
-        for h in handles {
-            counts.push(h.await.unwrap_or(0));
-        }
-        counts
-    });
-    rt.shutdown_timeout(Duration::from_secs(1));
+    let per_client: Vec<u64> = clients
+        .join()
+        .into_iter()
+        .map(|count| count.unwrap_or(0))
+        .collect();
     let min_client = per_client.iter().copied().min().unwrap_or(0);
     let max_client = per_client.iter().copied().max().unwrap_or(0);
 
-    let (p50, p95, p99) = stats.hist.percentiles_ms();
-    let max_ms = stats.hist.max_ms();
     let deliveries_per_s = received as f64 / active_secs;
-    let kib_per_conn = kib_per_conn(rss_idle, rss_before, connected);
-    let client_cores = client_cpu / wall;
-    let server_cores = server_cpu / wall;
+    let kib_per_conn = connection.kib_per_conn(connection.rss_idle);
     let name = kind.name(Mode::Fanout);
 
     println!("server            {name} (pid {pid}, ws://{addr}/)");
-    println!(
-        "clients           {connected}/{n} connected in {connect_secs:.2} s ({} client worker thread(s))",
-        args.client_threads
-    );
+    connection.print_clients(args);
     println!(
         "published         {published} events ({} /s for {} s, pad {} B)",
         args.rate, args.seconds, args.payload
@@ -183,28 +145,25 @@ pub(super) fn run(
     println!(
         "deliveries/s      {deliveries_per_s:.0} (over {active_secs:.2} s to the last delivery)"
     );
-    println!("latency ms        p50 {p50:.3}  p95 {p95:.3}  p99 {p99:.3}  max {max_ms:.3}");
-    println!(
-        "server RSS KiB    before {rss_before}  idle {rss_idle}  end {rss_end}  => {kib_per_conn:.1} KiB/conn (idle-before)/N"
+    println!("latency ms        {}", stats.hist.summary());
+    connection.print_rss(
+        rss_end,
+        &format!("{kib_per_conn:.1} KiB/conn (idle-before)/N"),
     );
-    println!(
-        "CPU (cores)       client {client_cores:.2} ({client_cpu:.2} s)  server {server_cores:.2} ({server_cpu:.2} s)  over {wall:.2} s wall"
-    );
-    if let (Some(before), Some(idle)) = (&allocs_before, &allocs_idle) {
+    cpu.print();
+    if let (Some(before), Some(idle)) = (&connection.allocs_before, &connection.allocs_idle) {
         idle.report_since(before, connected, "idle");
     }
     println!(
         "RESULT server={name} clients={connected} rate={} payload={} seconds={} published={published} \
-         expected={expected} received={received} deliveries_per_s={deliveries_per_s:.0} \
-         p50_ms={p50:.3} p95_ms={p95:.3} p99_ms={p99:.3} max_ms={max_ms:.3} \
-         rss_before_kib={rss_before} rss_idle_kib={rss_idle} rss_end_kib={rss_end} \
-         kib_per_conn={kib_per_conn:.1} client_cpu={client_cores:.2} server_cpu={server_cores:.2} \
-         client_threads={} server_threads={}",
+         expected={expected} received={received} deliveries_per_s={deliveries_per_s:.0} {} {} \
+         kib_per_conn={kib_per_conn:.1} {}",
         args.rate,
         args.payload,
         args.seconds,
-        args.client_threads,
-        super::server_threads(args),
+        stats.hist.result_fields(),
+        connection.rss_fields(rss_end),
+        cpu.result_fields(args),
     );
     Ok(())
 }

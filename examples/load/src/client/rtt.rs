@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::Message;
 use futures::StreamExt as _;
 
-use super::{client_runtime, connect, connect_all, kib_per_conn, report_failures, Socket};
+use super::{connect_and_settle, number_field, CpuUse, Dial, Socket};
 use crate::args::{Args, Kind, Mode};
 use crate::child::ServerProcess;
 use crate::histogram::Histogram;
@@ -43,16 +43,6 @@ struct ClientEnd {
     failed: Option<String>,
 }
 
-/// The number after `"<field>":` in `text`, without a full JSON parse.
-fn number_field(text: &str, field: &str) -> Option<u64> {
-    let at = text.find(field)? + field.len();
-    let digits = text[at..].trim_start();
-    let end = digits
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(digits.len());
-    digits[..end].parse().ok()
-}
-
 /// Whether `reply` answers request `key`: the library's response
 /// (`{"type":"response","key":..,"status":200,..}`) or the echo of the
 /// request itself (no status).
@@ -80,25 +70,17 @@ async fn round_trip(ws: &mut Socket, request: String) -> Result<String, String> 
 }
 
 async fn client(
-    addr: SocketAddr,
+    dial: Dial,
     stats: Arc<Stats>,
-    semaphore: Arc<tokio::sync::Semaphore>,
-    ready: tokio::sync::mpsc::UnboundedSender<Result<(), String>>,
     mut phase: tokio::sync::watch::Receiver<Phase>,
 ) -> ClientEnd {
     let mut end = ClientEnd {
         measured: 0,
         failed: None,
     };
-    let mut ws = match connect(addr, &semaphore).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return end;
-        }
+    let Some(mut ws) = dial.open().await else {
+        return end;
     };
-    let _ = ready.send(Ok(()));
-    drop(ready);
     let started = phase.wait_for(|p| *p >= Phase::Running).await.map(|p| *p);
     if !matches!(started, Ok(Phase::Running)) {
         let _ = ws.close(None).await;
@@ -144,13 +126,7 @@ pub(super) fn run(
     server: &mut ServerProcess,
     addr: SocketAddr,
 ) -> Result<(), BoxError> {
-    let n = args.clients;
     let pid = server.pid();
-    std::thread::sleep(Duration::from_millis(300));
-    let rss_before = vm_rss_kib(pid).unwrap_or(0);
-    let allocs_before = args.alloc_stats.then(|| server.allocs()).transpose()?;
-
-    let rt = client_runtime(args)?;
     let stats = Arc::new(Stats {
         hist: Histogram::new(),
         recording: AtomicBool::new(false),
@@ -159,20 +135,11 @@ pub(super) fn run(
     });
     let (phase_tx, phase_rx) = tokio::sync::watch::channel(Phase::Connecting);
 
-    // Phase 1: connect everyone.
-    let connect_start = Instant::now();
-    let (handles, connected, failures) = rt.block_on(connect_all(
-        n,
-        args.connect_concurrency,
-        |_, semaphore, ready| client(addr, stats.clone(), semaphore, ready, phase_rx.clone()),
-    ));
-    let connect_secs = connect_start.elapsed().as_secs_f64();
-    report_failures(&failures, n);
-
-    // Phase 2: idle connections, idle memory.
-    std::thread::sleep(Duration::from_millis(500 + n as u64 / 10));
-    let rss_idle = vm_rss_kib(pid).unwrap_or(0);
-    let allocs_idle = args.alloc_stats.then(|| server.allocs()).transpose()?;
+    // Phases 1 and 2: connect everyone; idle connections, idle memory.
+    let (clients, connection) = connect_and_settle(args, server, addr, |dial| {
+        client(dial, stats.clone(), phase_rx.clone())
+    })?;
+    let connected = connection.connected;
 
     // Phase 3: round trips; warm up, then measure.
     let _ = phase_tx.send(Phase::Running);
@@ -183,23 +150,14 @@ pub(super) fn run(
     std::thread::sleep(Duration::from_secs_f64(args.seconds));
     stats.recording.store(false, Ordering::Relaxed);
     let window = start.elapsed().as_secs_f64().max(1e-6);
-    let (client_cpu, server_cpu) = CpuSample::take(pid).since(cpu0);
+    let cpu = CpuUse::since(cpu0, pid, window);
     let rss_end = vm_rss_kib(pid).unwrap_or(0);
     let allocs_end = args.alloc_stats.then(|| server.allocs()).transpose()?;
     let round_trips = stats.round_trips.load(Ordering::Relaxed);
 
     // Phase 4: stop.
     let _ = phase_tx.send(Phase::Stopping);
-    let ends: Vec<ClientEnd> = rt.block_on(async {
-        let mut ends = Vec::with_capacity(handles.len());
-        for h in handles {
-            if let Ok(end) = h.await {
-                ends.push(end);
-            }
-        }
-        ends
-    });
-    rt.shutdown_timeout(Duration::from_secs(1));
+    let ends: Vec<ClientEnd> = clients.join().into_iter().flatten().collect();
     let failed: Vec<&str> = ends.iter().filter_map(|e| e.failed.as_deref()).collect();
     if let Some(first) = failed.first() {
         eprintln!(
@@ -212,20 +170,13 @@ pub(super) fn run(
     let min_client = ends.iter().map(|e| e.measured).min().unwrap_or(0);
     let max_client = ends.iter().map(|e| e.measured).max().unwrap_or(0);
 
-    let (p50, p95, p99) = stats.hist.percentiles_ms();
-    let max_ms = stats.hist.max_ms();
     let msgs_per_s = round_trips as f64 / window;
-    let kib_idle = kib_per_conn(rss_idle, rss_before, connected);
-    let kib_end = kib_per_conn(rss_end, rss_before, connected);
-    let client_cores = client_cpu / window;
-    let server_cores = server_cpu / window;
+    let kib_idle = connection.kib_per_conn(connection.rss_idle);
+    let kib_end = connection.kib_per_conn(rss_end);
     let name = kind.name(Mode::Rtt);
 
     println!("server            {name} (pid {pid}, ws://{addr}/), request -> response round trips");
-    println!(
-        "clients           {connected}/{n} connected in {connect_secs:.2} s ({} client worker thread(s))",
-        args.client_threads
-    );
+    connection.print_clients(args);
     println!(
         "round trips       {round_trips} in {window:.2} s after {} s of warm-up, per client min {min_client} max {max_client}",
         args.warmup
@@ -235,28 +186,29 @@ pub(super) fn run(
         failed.len()
     );
     println!("round trips/s     {msgs_per_s:.0} (requests answered per second)");
-    println!("round trip ms     p50 {p50:.3}  p95 {p95:.3}  p99 {p99:.3}  max {max_ms:.3}");
-    println!(
-        "server RSS KiB    before {rss_before}  idle {rss_idle}  end {rss_end}  => {kib_idle:.1} KiB/conn idle, {kib_end:.1} after the load"
+    println!("round trip ms     {}", stats.hist.summary());
+    connection.print_rss(
+        rss_end,
+        &format!("{kib_idle:.1} KiB/conn idle, {kib_end:.1} after the load"),
     );
-    println!(
-        "CPU (cores)       client {client_cores:.2} ({client_cpu:.2} s)  server {server_cores:.2} ({server_cpu:.2} s)  over {window:.2} s wall"
-    );
-    if let (Some(before), Some(idle), Some(end)) = (&allocs_before, &allocs_idle, &allocs_end) {
+    cpu.print();
+    if let (Some(before), Some(idle), Some(end)) = (
+        &connection.allocs_before,
+        &connection.allocs_idle,
+        &allocs_end,
+    ) {
         idle.report_since(before, connected, "idle");
         end.report_since(idle, connected, "load");
     }
     println!(
         "RESULT mode=rtt server={name} clients={connected} seconds={} round_trips={round_trips} \
-         msgs_per_s={msgs_per_s:.0} p50_ms={p50:.3} p95_ms={p95:.3} p99_ms={p99:.3} max_ms={max_ms:.3} \
-         min_client={min_client} max_client={max_client} errors={errors} \
-         rss_before_kib={rss_before} rss_idle_kib={rss_idle} rss_end_kib={rss_end} \
-         kib_per_conn={kib_idle:.1} kib_per_conn_end={kib_end:.1} \
-         client_cpu={client_cores:.2} server_cpu={server_cores:.2} \
-         client_threads={} server_threads={}",
+         msgs_per_s={msgs_per_s:.0} {} \
+         min_client={min_client} max_client={max_client} errors={errors} {} \
+         kib_per_conn={kib_idle:.1} kib_per_conn_end={kib_end:.1} {}",
         args.seconds,
-        args.client_threads,
-        super::server_threads(args),
+        stats.hist.result_fields(),
+        connection.rss_fields(rss_end),
+        cpu.result_fields(args),
     );
     Ok(())
 }
