@@ -234,6 +234,38 @@ pub mod close_code {
     }
 }
 
+/// Closes its carrier when dropped: see [`Carrier::presence_guard`].
+#[must_use = "the carrier closes when the guard is dropped"]
+pub struct PresenceGuard {
+    // Weak: the guard must not keep a carrier that is gone alive.
+    shared: Weak<dyn Closable>,
+}
+
+impl fmt::Debug for PresenceGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresenceGuard").finish_non_exhaustive()
+    }
+}
+
+impl Drop for PresenceGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.close_as(CloseReason::PeerClosed);
+        }
+    }
+}
+
+/// A carrier's shared state, whatever its runtime.
+trait Closable: Send + Sync {
+    fn close_as(&self, reason: CloseReason);
+}
+
+impl<R: Runtime> Closable for Shared<R> {
+    fn close_as(&self, reason: CloseReason) {
+        self.close(reason);
+    }
+}
+
 /// A channel that can forget a carrier; carriers hold these weakly so that
 /// closing one removes it everywhere without keeping channels alive.
 pub(crate) trait Membership: Send + Sync {
@@ -559,6 +591,29 @@ impl<R: Runtime> Carrier<R> {
                 None => Poll::Pending,
             }
         })
+    }
+
+    /// A guard that closes this carrier, as [`CloseReason::PeerClosed`],
+    /// when it is dropped: for a custom carrier, give it to whatever the
+    /// client's presence lives in (an SSE response body, which the HTTP
+    /// server drops when its client goes away), so that the carrier leaves
+    /// its channels then, instead of at its next write.
+    ///
+    /// ```
+    /// use tbone_dispatch::testing::ManualRuntime;
+    /// use tbone_dispatch::{Carrier, CarrierConfig, CloseReason, Frame};
+    ///
+    /// let runtime = ManualRuntime::new();
+    /// let (sink, _client) = futures::channel::mpsc::unbounded::<Frame>();
+    /// let carrier = Carrier::new(&runtime, sink, CarrierConfig::default()).unwrap();
+    /// let presence = carrier.presence_guard();
+    /// drop(presence); // the client went away
+    /// assert_eq!(carrier.close_reason(), Some(CloseReason::PeerClosed));
+    /// ```
+    pub fn presence_guard(&self) -> PresenceGuard {
+        PresenceGuard {
+            shared: Arc::downgrade(&self.shared) as Weak<dyn Closable>,
+        }
     }
 
     /// Completes when the carrier's writer has ended: closed, its last

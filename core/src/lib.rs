@@ -100,6 +100,7 @@ pub mod websocket;
 pub use backend::{Backend, BackendError, Event, EventStream, Receipt};
 pub use carrier::{
     close_code, Carrier, CarrierConfig, CarrierId, CloseReason, Outgoing, OverflowPolicy,
+    PresenceGuard,
 };
 pub use channel::{Channel, ChannelBuilder, ChannelStats, Delivered, DEFAULT_MAX_EVENT_NAME};
 pub use envelope::{push_json_string, Envelope, TBoneEnvelope};

@@ -16,10 +16,11 @@ use crate::state::AppState;
 use crate::ws::EVENTS;
 
 /// Streams every resource event as an SSE `data:` line holding TBone's
-/// frame. When the client goes away, axum drops the stream; the carrier's
-/// next write then fails and it leaves the channel by itself. When the
-/// server shuts down, the stream ends after the frames already queued (a
-/// graceful shutdown waits for every response to end).
+/// frame. When the client goes away, axum drops the stream, and with it the
+/// carrier's presence guard: the carrier leaves the channel then, not at
+/// its next write. When the server shuts down, the stream ends after the
+/// frames already queued (a graceful shutdown waits for every response to
+/// end).
 pub async fn events<B: Backend>(
     State(state): State<AppState<B>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -32,6 +33,7 @@ pub async fn events<B: Backend>(
             .subscribe(event, &carrier)
             .map_err(unavailable)?;
     }
+    let presence = carrier.presence_guard();
     let leave = {
         let (channel, closing) = (state.channel().clone(), state.closing());
         async move {
@@ -42,7 +44,11 @@ pub async fn events<B: Backend>(
             channel.unsubscribe_all(&carrier);
         }
     };
-    let frames = frames.map(Some);
+    let frames = frames.map(move |frame| {
+        // The stream owns the guard: dropped with it when the client goes.
+        let _ = &presence;
+        Some(frame)
+    });
     let leave = futures::stream::once(leave).map(|()| None);
     let stream = futures::stream::select(frames, leave)
         .filter_map(future::ready)
