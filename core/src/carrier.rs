@@ -352,6 +352,32 @@ impl CloseFlag {
     }
 }
 
+/// Ready with what `done` says, or registers the task among `waiters` (once)
+/// and looks again, so that a wake between the two looks is not missed.
+fn wait_for<T>(
+    cx: &mut std::task::Context<'_>,
+    waiters: &Mutex<Vec<Waker>>,
+    done: impl Fn() -> Option<T>,
+) -> Poll<T> {
+    if let Some(value) = done() {
+        return Poll::Ready(value);
+    }
+    {
+        let mut waiters = lock(waiters);
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            // Nearly always one waiter, for a connection's life.
+            if waiters.is_empty() {
+                waiters.reserve_exact(1);
+            }
+            waiters.push(cx.waker().clone());
+        }
+    }
+    match done() {
+        Some(value) => Poll::Ready(value),
+        None => Poll::Pending,
+    }
+}
+
 /// Marks the writer finished when it ends, or when its task is dropped
 /// (a runtime shutting down).
 struct FinishOnDrop(Arc<CloseFlag>);
@@ -572,25 +598,7 @@ impl<R: Runtime> Carrier<R> {
     /// A websocket handler can await this beside its read loop.
     pub fn closed(&self) -> impl Future<Output = CloseReason> + Send + 'static {
         let flag = self.shared.flag.clone();
-        future::poll_fn(move |cx| {
-            if let Some(reason) = flag.reason() {
-                return Poll::Ready(reason);
-            }
-            {
-                let mut waiters = lock(&flag.waiters);
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    // Nearly always one waiter, for a connection's life.
-                    if waiters.is_empty() {
-                        waiters.reserve_exact(1);
-                    }
-                    waiters.push(cx.waker().clone());
-                }
-            }
-            match flag.reason() {
-                Some(reason) => Poll::Ready(reason),
-                None => Poll::Pending,
-            }
-        })
+        future::poll_fn(move |cx| wait_for(cx, &flag.waiters, || flag.reason()))
     }
 
     /// A guard that closes this carrier, as [`CloseReason::PeerClosed`],
@@ -623,23 +631,9 @@ impl<R: Runtime> Carrier<R> {
     pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
         let flag = self.shared.flag.clone();
         future::poll_fn(move |cx| {
-            if flag.finished.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            {
-                let mut waiters = lock(&flag.finish_waiters);
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    if waiters.is_empty() {
-                        waiters.reserve_exact(1);
-                    }
-                    waiters.push(cx.waker().clone());
-                }
-            }
-            if flag.finished.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
+            wait_for(cx, &flag.finish_waiters, || {
+                flag.finished.load(Ordering::Acquire).then_some(())
+            })
         })
     }
 
