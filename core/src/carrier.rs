@@ -12,7 +12,8 @@ use futures::future::{self, Either};
 use futures::task::AtomicWaker;
 use futures::{FutureExt, Sink, SinkExt, StreamExt};
 
-use crate::runtime::{QueueSender, Runtime, SpawnError, TrySendError};
+use crate::queue::{self, TrySendError};
+use crate::runtime::{Runtime, SpawnError};
 use crate::Frame;
 
 /// Identifies one carrier; unique within the process.
@@ -284,6 +285,9 @@ struct CloseFlag {
     /// Set when the writer has ended (its sink closed, or abandoned).
     finished: AtomicBool,
     finish_waiters: Mutex<Vec<Waker>>,
+    /// Frames written and flushed to the sink so far.
+    written: AtomicU64,
+    flush_waiters: Mutex<Vec<Waker>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -346,6 +350,20 @@ impl CloseFlag {
     fn finish(&self) {
         self.finished.store(true, Ordering::Release);
         let waiters = std::mem::take(&mut *lock(&self.finish_waiters));
+        let flushes = std::mem::take(&mut *lock(&self.flush_waiters));
+        for waker in waiters.into_iter().chain(flushes) {
+            waker.wake();
+        }
+    }
+
+    /// Counts `frames` as written and flushed, and wakes whoever waits for
+    /// that (a channel's stop); nobody usually does, so no wake then.
+    fn wrote(&self, frames: u64) {
+        if frames == 0 {
+            return;
+        }
+        self.written.fetch_add(frames, Ordering::AcqRel);
+        let waiters = std::mem::take(&mut *lock(&self.flush_waiters));
         for waker in waiters {
             waker.wake();
         }
@@ -390,7 +408,10 @@ impl Drop for FinishOnDrop {
 
 struct Shared<R: Runtime> {
     id: CarrierId,
-    tx: R::Sender<Outgoing>,
+    // The runtime its writer runs on, for what the carrier starts later.
+    runtime: R,
+    close_timeout: Duration,
+    tx: queue::Sender<Outgoing>,
     overflow: OverflowPolicy,
     flag: Arc<CloseFlag>,
     memberships: Mutex<Vec<Weak<dyn Membership>>>,
@@ -519,10 +540,12 @@ impl<R: Runtime> Carrier<R> {
         S: Sink<Outgoing> + Send + Unpin + 'static,
         S::Error: fmt::Display,
     {
-        let (tx, rx) = runtime.bounded(config.capacity.max(1));
+        let (tx, rx) = queue::bounded(config.capacity.max(1));
         let flag = Arc::new(CloseFlag::default());
         let shared = Arc::new(Shared {
             id: CarrierId::next(),
+            runtime: runtime.clone(),
+            close_timeout: config.close_timeout,
             tx,
             overflow: config.overflow,
             flag: flag.clone(),
@@ -541,6 +564,11 @@ impl<R: Runtime> Carrier<R> {
         );
         runtime.spawn(writer)?;
         Ok(Carrier { shared })
+    }
+
+    /// The runtime this carrier's writer runs on.
+    pub fn runtime(&self) -> &R {
+        &self.shared.runtime
     }
 
     /// This carrier's identifier.
@@ -635,6 +663,42 @@ impl<R: Runtime> Carrier<R> {
                 flag.finished.load(Ordering::Acquire).then_some(())
             })
         })
+    }
+
+    /// Completes once every frame queued so far has been written and
+    /// flushed to the sink, or the writer has ended (a closed carrier
+    /// writes nothing more). [`Channel::stop`](crate::Channel::stop) waits
+    /// on it for each of its carriers, so that a runtime dropped right
+    /// after a stop loses none of the frames it delivered.
+    ///
+    /// ```
+    /// use tbone_dispatch::testing::ManualRuntime;
+    /// use tbone_dispatch::{Carrier, CarrierConfig, Frame};
+    /// use futures::FutureExt;
+    ///
+    /// let runtime = ManualRuntime::new();
+    /// let (sink, _client) = futures::channel::mpsc::unbounded::<Frame>();
+    /// let carrier = Carrier::new(&runtime, sink, CarrierConfig::default()).unwrap();
+    /// assert!(carrier.send_frame(Frame::from("{}")));
+    /// let written = carrier.flushed();
+    /// runtime.run_until_stalled();
+    /// assert!(written.now_or_never().is_some());
+    /// ```
+    pub fn flushed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let flag = self.shared.flag.clone();
+        let target = self.shared.queued.load(Ordering::Acquire);
+        future::poll_fn(move |cx| {
+            wait_for(cx, &flag.flush_waiters, || {
+                (flag.written.load(Ordering::Acquire) >= target
+                    || flag.finished.load(Ordering::Acquire))
+                .then_some(())
+            })
+        })
+    }
+
+    /// How long this carrier's writer may take over its last frames.
+    pub(crate) fn close_timeout(&self) -> Duration {
+        self.shared.close_timeout
     }
 
     /// Frames accepted into the queue so far.
@@ -733,7 +797,7 @@ impl<R: Runtime> Shared<R> {
 async fn pump<R, S>(
     shared: Weak<Shared<R>>,
     flag: Arc<CloseFlag>,
-    mut rx: R::Receiver<Outgoing>,
+    mut rx: queue::Receiver<Outgoing>,
     mut sink: S,
     runtime: R,
     close_timeout: Duration,
@@ -772,11 +836,15 @@ async fn pump<R, S>(
             // Write what is already queued before one flush: fewer syscalls
             // under bursts, same latency when idle.
             let write = async {
+                let mut frames = u64::from(matches!(item, Outgoing::Frame(_)));
                 sink.feed(item).await?;
                 while let Some(Some(item)) = rx.next().now_or_never() {
+                    frames += u64::from(matches!(item, Outgoing::Frame(_)));
                     sink.feed(item).await?;
                 }
-                sink.flush().await
+                sink.flush().await?;
+                flag.wrote(frames);
+                Ok::<(), S::Error>(())
             }
             // As text: the sink's error type need not be `Send`.
             .map(|written| written.map_err(|error| error.to_string()));

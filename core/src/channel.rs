@@ -301,7 +301,7 @@ impl<B: Backend, R: Runtime> PartialEq for Channel<B, R> {
     }
 }
 
-impl<R: Runtime + Default> Channel<MemoryBackend<R>, R> {
+impl<R: Runtime + Default> Channel<MemoryBackend, R> {
     /// The in-memory channel called `name` (the spec's
     /// `MemoryChannel(name=...)`), created with default options if needed.
     ///
@@ -654,7 +654,8 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
     /// were sent, see [`Channel::stopped`]) and the name is freed, so opening it
     /// again creates a new channel. Later publishes and subscribes on this
     /// instance fail with a `Stopped` error. Resolves when the consumer has
-    /// ended.
+    /// ended and every carrier subscribed at that moment has written what
+    /// it was given ([`Carrier::flushed`]), or its close timeout passed.
     pub fn stop(&self) -> impl Future<Output = ()> + Send + 'static {
         let inner = self.inner.clone();
         let done = {
@@ -682,6 +683,20 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             if let Some(done) = done {
                 let _ = done.await;
             }
+            // What the consumer delivered last sits in carrier queues: wait
+            // for the writers to write it (each within its close timeout, as
+            // a peer that stopped reading must not hold the stop), so a
+            // runtime dropped right after the stop loses none of it.
+            let carriers = lock(&inner.subscriptions).carriers();
+            let runtime = inner.runtime.clone();
+            future::join_all(carriers.into_iter().map(|(_, carrier)| {
+                let limit = runtime.sleep(carrier.close_timeout());
+                let flushed = carrier.flushed();
+                async move {
+                    future::select(std::pin::pin!(flushed), std::pin::pin!(limit)).await;
+                }
+            }))
+            .await;
             lock(&inner.subscriptions).clear();
         }
     }
@@ -961,7 +976,7 @@ mod tests {
 
     /// A backend that loses receipts on the way, as a database backend
     /// that does not hold them would.
-    struct Forgetful(MemoryBackend<ManualRuntime>);
+    struct Forgetful(MemoryBackend);
 
     impl Backend for Forgetful {
         async fn publish(&self, mut event: Event) -> Result<(), crate::BackendError> {

@@ -5,6 +5,9 @@
 /// and the `spawn` function used for fire-and-forget sends.
 ///
 /// Runtime crates call it once at their root: one definition, three runtimes.
+/// It is the runtime crates' plumbing, not part of the public API: hidden
+/// from the docs and free to change.
+#[doc(hidden)]
 #[macro_export]
 macro_rules! export_runtime {
     ($runtime:ident, $krate:ident) => {
@@ -13,7 +16,7 @@ macro_rules! export_runtime {
 
         /// The in-process channel (the spec's `MemoryChannel`) on this
         /// crate's runtime. Open one with `MemoryChannel::named("pubsub")`.
-        pub type MemoryChannel = $crate::Channel<$crate::MemoryBackend<$runtime>, $runtime>;
+        pub type MemoryChannel = $crate::Channel<$crate::MemoryBackend, $runtime>;
 
         /// A carrier on this crate's runtime. Wrap any
         /// `Sink<Frame>` with `Carrier::from_sink(sink)`.
@@ -21,7 +24,8 @@ macro_rules! export_runtime {
 
         /// Runs `future` in the background and forgets its output: TBone's
         /// `asyncio.ensure_future(signal.send(...))`, for firing a signal
-        /// without awaiting its receivers.
+        /// without awaiting its receivers. The returned [`Task`] can be
+        /// awaited or aborted; dropping it lets the future run on.
         #[doc = concat!(
                             "```no_run\n",
                             "use ", stringify!($krate), "::{spawn, Sender, Signal, SpawnError};\n",
@@ -31,11 +35,12 @@ macro_rules! export_runtime {
                             "\n",
                             "fn on_saved(id: u32) -> Result<(), SpawnError> {\n",
                             "    // Returns at once; the receivers run in the background.\n",
-                            "    spawn(POST_SAVE.send(Sender::of::<Entry>(), id))\n",
+                            "    spawn(POST_SAVE.send(Sender::of::<Entry>(), id))?;\n",
+                            "    Ok(())\n",
                             "}\n",
                             "```"
                         )]
-        pub fn spawn<F>(future: F) -> ::std::result::Result<(), $crate::SpawnError>
+        pub fn spawn<F>(future: F) -> ::std::result::Result<$crate::Task, $crate::SpawnError>
         where
             F: ::std::future::Future + Send + 'static,
             F::Output: Send + 'static,

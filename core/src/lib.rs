@@ -108,7 +108,8 @@ pub use error::{ChannelError, PublishError, SubscribeError};
 pub use frame::Frame;
 pub use memory::{MemoryBackend, DEFAULT_MEMORY_CAPACITY};
 pub use payload::{Payload, PayloadError, DEFAULT_MAX_PAYLOAD, MAX_DEPTH};
-pub use runtime::{QueueSender, Runtime, SpawnError, TrySendError};
+pub use queue::TrySendError;
+pub use runtime::{Runtime, SpawnError, Task};
 pub use signal::{
     Connection, ConnectionGuard, Receiver, ReceiverError, ReceiverKey, Sender, Senders, Signal,
 };

@@ -1,14 +1,13 @@
 //! MemoryChannel's backend: an in-process queue.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::{Mutex, PoisonError};
 
 use futures::StreamExt;
 
 use crate::backend::{Backend, BackendError, Event, EventStream};
 use crate::queue;
-use crate::runtime::{QueueSender, Runtime};
+use crate::runtime::Runtime;
 
 /// Default number of events a [`MemoryBackend`] holds before publishers wait.
 pub const DEFAULT_MEMORY_CAPACITY: usize = 1024;
@@ -32,40 +31,42 @@ pub const DEFAULT_MEMORY_CAPACITY: usize = 1024;
 ///     .unwrap();
 /// # let _ = channel;
 /// ```
-pub struct MemoryBackend<R: Runtime> {
+pub struct MemoryBackend {
     // The portable queue whatever the runtime: it can be closed from the
     // receiving side without losing what it holds, which `close` needs.
     tx: queue::Sender<Event>,
     rx: Mutex<Option<queue::Receiver<Event>>>,
     closer: queue::Closer<Event>,
-    runtime: PhantomData<fn() -> R>,
 }
 
-impl<R: Runtime> MemoryBackend<R> {
+impl MemoryBackend {
     /// A backend holding up to [`DEFAULT_MEMORY_CAPACITY`] pending events.
-    pub fn new(runtime: &R) -> Self {
+    ///
+    /// It takes the channel's runtime, as every backend factory given to
+    /// [`ChannelBuilder::open`](crate::ChannelBuilder::open) does, and needs
+    /// nothing from it.
+    pub fn new<R: Runtime>(runtime: &R) -> Self {
         Self::with_capacity(runtime, DEFAULT_MEMORY_CAPACITY)
     }
 
     /// A backend holding up to `capacity` pending events.
-    pub fn with_capacity(_runtime: &R, capacity: usize) -> Self {
+    pub fn with_capacity<R: Runtime>(_runtime: &R, capacity: usize) -> Self {
         let (tx, rx) = queue::bounded(capacity);
         MemoryBackend {
             tx,
             closer: rx.closer(),
             rx: Mutex::new(Some(rx)),
-            runtime: PhantomData,
         }
     }
 }
 
-impl<R: Runtime> fmt::Debug for MemoryBackend<R> {
+impl fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryBackend").finish_non_exhaustive()
     }
 }
 
-impl<R: Runtime> Backend for MemoryBackend<R> {
+impl Backend for MemoryBackend {
     async fn publish(&self, event: Event) -> Result<(), BackendError> {
         self.tx.send(event).await.map_err(|_| BackendError::Closed)
     }

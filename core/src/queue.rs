@@ -1,4 +1,6 @@
-//! A portable bounded queue, for runtimes that have none of their own.
+//! The bounded queue every carrier and channel uses: portable (no executor
+//! or reactor), and allocating nothing until an item arrives, so an idle
+//! websocket's carrier costs no queue block.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -10,17 +12,15 @@ use std::task::{Context, Poll, Waker};
 
 use futures::Stream;
 
-use crate::runtime::{QueueSender, TrySendError};
-
 /// Creates a bounded multi-producer, single-consumer queue holding at most
 /// `capacity` items (a capacity of 0 is taken as 1).
 ///
-/// It needs no executor or reactor, so the async-std and smol runtimes and
+/// It needs no executor or reactor, so every runtime and
 /// [`ManualRuntime`](crate::testing::ManualRuntime) share it.
 ///
 /// ```
 /// use futures::StreamExt;
-/// use tbone_dispatch::{queue, QueueSender, TrySendError};
+/// use tbone_dispatch::queue::{self, TrySendError};
 ///
 /// let (tx, mut rx) = queue::bounded(1);
 /// tx.try_send(1).unwrap();
@@ -124,8 +124,10 @@ impl<T> Sender<T> {
     }
 }
 
-impl<T: Send + 'static> QueueSender<T> for Sender<T> {
-    fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
+impl<T: Send + 'static> Sender<T> {
+    /// Enqueues without waiting; hands the item back when the queue is full
+    /// or its receiver is gone.
+    pub fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
         let mut state = self.shared.lock();
         if !state.receiver_alive {
             return Err(TrySendError::Closed(item));
@@ -142,7 +144,14 @@ impl<T: Send + 'static> QueueSender<T> for Sender<T> {
         Ok(())
     }
 
-    fn try_send_all(&self, items: &mut dyn Iterator<Item = T>) -> (usize, Option<TrySendError<T>>) {
+    /// Enqueues items from `items`, in order and without waiting, until one
+    /// does not fit, all under one lock: returns how many were queued and,
+    /// if one was refused, why (with that item; the rest of `items` is left
+    /// untouched). This is how a carrier takes a run of frames.
+    pub fn try_send_all(
+        &self,
+        items: &mut dyn Iterator<Item = T>,
+    ) -> (usize, Option<TrySendError<T>>) {
         let mut state = self.shared.lock();
         let mut queued = 0;
         let mut refused = None;
@@ -170,14 +179,17 @@ impl<T: Send + 'static> QueueSender<T> for Sender<T> {
         (queued, refused)
     }
 
-    fn send(&self, item: T) -> impl Future<Output = Result<(), T>> + Send {
+    /// Enqueues, waiting for room. Hands the item back if the receiver is
+    /// gone.
+    pub fn send(&self, item: T) -> impl Future<Output = Result<(), T>> + Send + '_ {
         SendFuture {
             sender: self,
             item: Some(item),
         }
     }
 
-    fn is_closed(&self) -> bool {
+    /// Whether the receiver is gone, so nothing sent will ever be read.
+    pub fn is_closed(&self) -> bool {
         !self.shared.lock().receiver_alive
     }
 }
@@ -238,7 +250,7 @@ impl<T> Receiver<T> {
 ///
 /// ```
 /// use futures::StreamExt;
-/// use tbone_dispatch::{queue, QueueSender, TrySendError};
+/// use tbone_dispatch::queue::{self, TrySendError};
 ///
 /// let (tx, mut rx) = queue::bounded(4);
 /// tx.try_send(1).unwrap();
@@ -396,4 +408,13 @@ mod tests {
         assert_eq!(rx.next().now_or_never(), Some(Some(2)));
         assert_eq!(rx.next().now_or_never(), Some(None));
     }
+}
+
+/// Why [`Sender::try_send`] handed an item back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TrySendError<T> {
+    /// The queue is at capacity.
+    Full(T),
+    /// The receiver is gone.
+    Closed(T),
 }

@@ -1,42 +1,41 @@
 //! The few primitives a runtime crate supplies.
 
+use std::error::Error as StdError;
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::Stream;
+use futures::channel::oneshot;
+use futures::future::{AbortHandle, Abortable};
 
-/// What the core needs from an async runtime: spawning a task, a timer, and
-/// a bounded queue.
+/// What the core needs from an async runtime: spawning a task and a timer.
 ///
 /// The core never performs IO or blocks; everything that must run in the
 /// background (a carrier's writer, a channel's consumer) is handed to
-/// [`Runtime::spawn`]. The runtime crates implement this trait in a few dozen
+/// [`Runtime::spawn`]. The runtime crates implement this trait in a few
 /// lines each (`tbone-dispatch-tokio`, `-async-std`, `-smol`), and
 /// [`ManualRuntime`](crate::testing::ManualRuntime) implements it for
-/// deterministic tests without any executor.
-///
-/// A runtime may bring its own queue (tokio's `mpsc`) or use the core's
-/// portable [`queue::bounded`](crate::queue::bounded).
+/// deterministic tests without any executor. Queues are the core's own
+/// [`queue::bounded`](crate::queue::bounded) on every runtime.
 ///
 /// ```
 /// use std::future::Future;
 /// use std::time::Duration;
-/// use tbone_dispatch::{queue, Runtime, SpawnError};
+/// use tbone_dispatch::{Runtime, SpawnError, Task};
 ///
 /// /// Runs every task on a new OS thread: simple, not fast.
 /// #[derive(Clone, Default)]
 /// struct Threads;
 ///
 /// impl Runtime for Threads {
-///     type Sender<T: Send + 'static> = queue::Sender<T>;
-///     type Receiver<T: Send + 'static> = queue::Receiver<T>;
-///
-///     fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
+///     fn spawn<F>(&self, task: F) -> Result<Task, SpawnError>
 ///     where
 ///         F: Future<Output = ()> + Send + 'static,
 ///     {
-///         std::thread::spawn(move || futures::executor::block_on(task));
-///         Ok(())
+///         let (handle, run) = Task::new(task);
+///         std::thread::spawn(move || futures::executor::block_on(run));
+///         Ok(handle)
 ///     }
 ///
 ///     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
@@ -49,21 +48,20 @@ use futures::Stream;
 ///             let _ = wait.await;
 ///         }
 ///     }
-///
-///     fn bounded<T: Send + 'static>(&self, capacity: usize) -> (queue::Sender<T>, queue::Receiver<T>) {
-///         queue::bounded(capacity)
-///     }
 /// }
+///
+/// // The handle tells when the task has ended.
+/// let task = Threads.spawn(async {}).unwrap();
+/// futures::executor::block_on(task);
 /// ```
 pub trait Runtime: Clone + Send + Sync + 'static {
-    /// The sending half of this runtime's bounded queue.
-    type Sender<T: Send + 'static>: QueueSender<T>;
-    /// The receiving half of this runtime's bounded queue: a stream that
-    /// ends once every sender is gone and the queue is drained.
-    type Receiver<T: Send + 'static>: Stream<Item = T> + Send + Unpin + 'static;
-
-    /// Runs `task` in the background until it completes.
-    fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
+    /// Runs `task` in the background until it completes, and returns its
+    /// [`Task`] handle: await it for the task's end, or abort it. Dropping
+    /// the handle leaves the task running.
+    ///
+    /// An implementation wraps the future with [`Task::new`] and spawns
+    /// the future that returns.
+    fn spawn<F>(&self, task: F) -> Result<Task, SpawnError>
     where
         F: Future<Output = ()> + Send + 'static;
 
@@ -77,63 +75,114 @@ pub trait Runtime: Clone + Send + Sync + 'static {
     fn now(&self) -> Instant {
         Instant::now()
     }
-
-    /// A queue holding at most `capacity` items (at least one).
-    fn bounded<T: Send + 'static>(&self, capacity: usize) -> (Self::Sender<T>, Self::Receiver<T>);
 }
 
-/// The sending half of a bounded queue, as the core uses it.
-pub trait QueueSender<T>: Clone + Send + Sync + 'static {
-    /// Enqueues without waiting; hands the item back when the queue is full
-    /// or its receiver is gone.
-    fn try_send(&self, item: T) -> Result<(), TrySendError<T>>;
+/// A handle to a task started by [`Runtime::spawn`]: what shutdown needs to
+/// stop a task and wait for its end.
+///
+/// The handle is a future that resolves once the task has ended, whether
+/// it ran to completion, was aborted, or was dropped by its executor (a
+/// runtime shutting down). Dropping the handle detaches the task.
+///
+/// ```
+/// use tbone_dispatch::testing::ManualRuntime;
+/// use tbone_dispatch::Runtime;
+///
+/// let runtime = ManualRuntime::new();
+/// let mut task = runtime.spawn(futures::future::pending()).unwrap();
+/// runtime.run_until_stalled();
+/// assert!(!task.is_finished());
+///
+/// task.abort();
+/// runtime.run_until_stalled();
+/// assert!(task.is_finished());
+/// futures::executor::block_on(task); // resolves at once
+/// ```
+#[derive(Debug)]
+pub struct Task {
+    abort: AbortHandle,
+    ended: oneshot::Receiver<()>,
+    finished: bool,
+}
 
-    /// Enqueues, waiting for room. Hands the item back if the receiver is
-    /// gone.
-    fn send(&self, item: T) -> impl Future<Output = Result<(), T>> + Send;
+impl Task {
+    /// Wraps `task` for a runtime's `spawn`: returns the handle, and the
+    /// future the runtime runs in the task's place (it runs `task` unless
+    /// aborted, then tells the handle).
+    pub fn new<F>(task: F) -> (Task, impl Future<Output = ()> + Send + 'static)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (abort, registration) = AbortHandle::new_pair();
+        // Dropped unsent when the executor drops the task: the handle sees
+        // that as an end too.
+        let (ended_tx, ended) = oneshot::channel();
+        let run = async move {
+            let _ = Abortable::new(task, registration).await;
+            let _ = ended_tx.send(());
+        };
+        (
+            Task {
+                abort,
+                ended,
+                finished: false,
+            },
+            run,
+        )
+    }
 
-    /// Whether the receiver is gone, so nothing sent will ever be read.
-    fn is_closed(&self) -> bool;
+    /// Stops the task: it is dropped at its next poll, without running
+    /// further. Awaiting the handle afterwards waits until the executor
+    /// has done so.
+    pub fn abort(&self) {
+        self.abort.abort();
+    }
 
-    /// Enqueues items from `items`, in order and without waiting, until one
-    /// does not fit: returns how many were queued and, if one was refused,
-    /// why (with that item; the rest of `items` is left untouched). The
-    /// default calls [`QueueSender::try_send`] for each; a queue may do it
-    /// under one lock (the portable queue does), which is how a carrier
-    /// takes a run of frames.
-    fn try_send_all(&self, items: &mut dyn Iterator<Item = T>) -> (usize, Option<TrySendError<T>>) {
-        let mut queued = 0;
-        for item in items {
-            match self.try_send(item) {
-                Ok(()) => queued += 1,
-                Err(refused) => return (queued, Some(refused)),
-            }
+    /// Whether the task has ended (completed, aborted or dropped).
+    pub fn is_finished(&mut self) -> bool {
+        if !self.finished {
+            self.finished = !matches!(self.ended.try_recv(), Ok(None));
         }
-        (queued, None)
+        self.finished
     }
 }
 
-/// Why [`QueueSender::try_send`] handed an item back.
-#[derive(Debug, PartialEq, Eq)]
-pub enum TrySendError<T> {
-    /// The queue is at capacity.
-    Full(T),
-    /// The receiver is gone.
-    Closed(T),
+impl Future for Task {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.finished {
+            return Poll::Ready(());
+        }
+        match Pin::new(&mut self.ended).poll(cx) {
+            Poll::Ready(_) => {
+                self.finished = true;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A runtime could not start a background task.
 #[derive(Debug, thiserror::Error)]
-#[error("could not spawn a background task: {reason}")]
-pub struct SpawnError {
-    reason: String,
-}
-
-impl SpawnError {
-    /// A spawn failure with a reason that tells the user what to do.
-    pub fn new(reason: impl Into<String>) -> Self {
-        SpawnError {
-            reason: reason.into(),
-        }
-    }
+#[non_exhaustive]
+pub enum SpawnError {
+    /// No runtime of this kind is running where the task was spawned.
+    #[error("no {runtime} runtime is running on this thread: {remedy}")]
+    NoRuntime {
+        /// The runtime that was looked for.
+        runtime: &'static str,
+        /// What to do about it.
+        remedy: &'static str,
+    },
+    /// The runtime has shut down and takes no new tasks.
+    #[error("the {runtime} runtime has shut down and takes no new tasks")]
+    ShutDown {
+        /// The runtime.
+        runtime: &'static str,
+    },
+    /// Another failure, from a runtime of the application's own.
+    #[error("could not spawn a background task")]
+    Other(#[source] Box<dyn StdError + Send + Sync>),
 }

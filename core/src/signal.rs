@@ -503,7 +503,12 @@ impl<A: Send + Sync + 'static, R: Send + 'static> Signal<A, R> {
         sender: Sender,
         args: A,
     ) -> impl Future<Output = Vec<Result<R, ReceiverError>>> + Send + 'static {
-        self.send_robust_inner(sender, args, None::<(NoRuntime, Duration)>)
+        // No deadline: the timer type is never used.
+        self.send_robust_inner(
+            sender,
+            args,
+            None::<(Duration, fn(Duration) -> future::Pending<()>)>,
+        )
     }
 
     /// [`Signal::send_robust`] with a deadline per receiver: a receiver still
@@ -516,15 +521,24 @@ impl<A: Send + Sync + 'static, R: Send + 'static> Signal<A, R> {
         sender: Sender,
         args: A,
     ) -> impl Future<Output = Vec<Result<R, ReceiverError>>> + Send + 'static {
-        self.send_robust_inner(sender, args, Some((runtime.clone(), timeout)))
+        let runtime = runtime.clone();
+        let timer = move |d| {
+            let runtime = runtime.clone();
+            async move { runtime.sleep(d).await }
+        };
+        self.send_robust_inner(sender, args, Some((timeout, timer)))
     }
 
-    fn send_robust_inner<Rt: Runtime>(
+    fn send_robust_inner<T, S>(
         &self,
         sender: Sender,
         args: A,
-        deadline: Option<(Rt, Duration)>,
-    ) -> impl Future<Output = Vec<Result<R, ReceiverError>>> + Send + 'static {
+        deadline: Option<(Duration, T)>,
+    ) -> impl Future<Output = Vec<Result<R, ReceiverError>>> + Send + 'static
+    where
+        T: Fn(Duration) -> S + Clone + Send + 'static,
+        S: Future<Output = ()> + Send + 'static,
+    {
         let entries = self.snapshot();
         async move {
             let Some(entries) = entries else {
@@ -549,8 +563,8 @@ impl<A: Send + Sync + 'static, R: Send + 'static> Signal<A, R> {
                         let guarded = AssertUnwindSafe(running).catch_unwind();
                         let outcome = match deadline {
                             None => guarded.await,
-                            Some((runtime, timeout)) => {
-                                let sleep = std::pin::pin!(runtime.sleep(timeout));
+                            Some((timeout, timer)) => {
+                                let sleep = std::pin::pin!(timer(timeout));
                                 match future::select(guarded, sleep).await {
                                     Either::Left((outcome, _)) => outcome,
                                     Either::Right(_) => {
@@ -693,33 +707,5 @@ impl Drop for ConnectionGuard {
         if let Some(connection) = self.connection.take() {
             connection.disconnect();
         }
-    }
-}
-
-// Stands in for a runtime when a robust send has no deadline: its `sleep`
-// is never called.
-#[derive(Clone)]
-struct NoRuntime;
-
-impl Runtime for NoRuntime {
-    type Sender<T: Send + 'static> = crate::queue::Sender<T>;
-    type Receiver<T: Send + 'static> = crate::queue::Receiver<T>;
-
-    fn spawn<F>(&self, _task: F) -> Result<(), crate::SpawnError>
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        Err(crate::SpawnError::new("NoRuntime cannot spawn"))
-    }
-
-    fn sleep(&self, _duration: Duration) -> impl Future<Output = ()> + Send + 'static {
-        future::pending()
-    }
-
-    fn bounded<T: Send + 'static>(
-        &self,
-        capacity: usize,
-    ) -> (crate::queue::Sender<T>, crate::queue::Receiver<T>) {
-        crate::queue::bounded(capacity)
     }
 }

@@ -157,6 +157,27 @@ impl<C: Clone> Subscriptions<C> {
         self.count == 0
     }
 
+    /// Every subscribed carrier, once each.
+    ///
+    /// ```
+    /// use tbone_dispatch::{CarrierId, Subscriptions};
+    ///
+    /// let a = CarrierId::next();
+    /// let mut table = Subscriptions::new();
+    /// table.subscribe("resource_create", a, "socket a");
+    /// table.subscribe("resource_delete", a, "socket a");
+    /// assert_eq!(table.carriers(), vec![(a, "socket a")]);
+    /// ```
+    pub fn carriers(&self) -> Vec<(CarrierId, C)> {
+        let mut seen = std::collections::HashSet::new();
+        self.by_event
+            .values()
+            .flat_map(|subscribers| subscribers.iter())
+            .filter(|(id, _)| seen.insert(*id))
+            .cloned()
+            .collect()
+    }
+
     /// Removes every subscription, returning the carriers that had one.
     pub fn clear(&mut self) -> Vec<CarrierId> {
         let ids = self.by_carrier.keys().copied().collect();

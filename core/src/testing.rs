@@ -12,8 +12,7 @@ use futures::stream::FuturesUnordered;
 use futures::task::AtomicWaker;
 use futures::{FutureExt, StreamExt};
 
-use crate::queue;
-use crate::runtime::{Runtime, SpawnError};
+use crate::runtime::{Runtime, SpawnError, Task};
 
 /// A runtime driven by hand: tasks run only inside [`ManualRuntime::run`] or
 /// [`ManualRuntime::run_until_stalled`], on the calling thread, and time
@@ -196,15 +195,13 @@ impl ManualRuntime {
 }
 
 impl Runtime for ManualRuntime {
-    type Sender<T: Send + 'static> = queue::Sender<T>;
-    type Receiver<T: Send + 'static> = queue::Receiver<T>;
-
-    fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
+    fn spawn<F>(&self, task: F) -> Result<Task, SpawnError>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        lock(&self.inner.incoming).push(task.boxed());
-        Ok(())
+        let (handle, run) = Task::new(task);
+        lock(&self.inner.incoming).push(run.boxed());
+        Ok(handle)
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
@@ -229,13 +226,6 @@ impl Runtime for ManualRuntime {
                 Poll::Pending
             }
         })
-    }
-
-    fn bounded<T: Send + 'static>(
-        &self,
-        capacity: usize,
-    ) -> (queue::Sender<T>, queue::Receiver<T>) {
-        queue::bounded(capacity)
     }
 
     /// The virtual clock: the instant of creation plus the time

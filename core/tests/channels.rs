@@ -19,7 +19,7 @@ use tbone_dispatch::{
     PublishError, ReadError, SocketOptions, SubscribeError, TBoneEnvelope,
 };
 
-type Memory = Channel<MemoryBackend<ManualRuntime>, ManualRuntime>;
+type Memory = Channel<MemoryBackend, ManualRuntime>;
 
 fn channel(runtime: &ManualRuntime, name: &str) -> Memory {
     let channel = ChannelBuilder::new(format!("core-tests-{name}"))
@@ -470,4 +470,124 @@ fn reopening_a_name_with_other_settings_is_an_error() {
         panic!("another envelope must be refused");
     };
     assert!(error.to_string().contains("Lines"), "{error}");
+}
+
+/// A sink that takes frames only while its gate is open: a client on a slow
+/// network.
+#[derive(Clone, Default)]
+struct Gated {
+    open: Arc<std::sync::atomic::AtomicBool>,
+    waiting: Arc<futures::task::AtomicWaker>,
+    written: Arc<AtomicUsize>,
+}
+
+impl Gated {
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.waiting.wake();
+    }
+
+    fn ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        self.waiting.register(cx.waker());
+        if self.open.load(Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Sink<Frame> for Gated {
+    type Error = std::io::Error;
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.ready(cx)
+    }
+    fn start_send(self: Pin<&mut Self>, _: Frame) -> Result<(), Self::Error> {
+        self.written.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.ready(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Found in review: `stop` resolved once the consumer had queued its last
+/// frames, before the carriers' writers wrote them, so a runtime dropped
+/// right after the stop (the end of `#[tokio::test]`, a server's main)
+/// lost them.
+#[test]
+fn stop_waits_for_the_carriers_to_write_what_they_were_given() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "stop-waits-writers");
+    let sink = Gated::default();
+    let carrier = Carrier::new(&rt, sink.clone(), CarrierConfig::default()).unwrap();
+    ch.subscribe("e", &carrier).unwrap();
+    for n in 0..3 {
+        rt.run(ch.publish("e", &n)).unwrap().unwrap();
+    }
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = stopped.clone();
+    let stop = ch.stop();
+    tbone_dispatch::Runtime::spawn(&rt, async move {
+        stop.await;
+        done.store(true, Ordering::SeqCst);
+    })
+    .unwrap();
+    rt.run_until_stalled();
+    assert!(
+        !stopped.load(Ordering::SeqCst),
+        "stop resolved while the frames were still queued"
+    );
+    sink.open();
+    rt.run_until_stalled();
+    assert!(stopped.load(Ordering::SeqCst));
+    assert_eq!(sink.written.load(Ordering::SeqCst), 3);
+}
+
+/// A client that never reads cannot hold a stop past its carrier's close
+/// timeout.
+#[test]
+fn stop_gives_up_on_a_stalled_carrier_after_its_close_timeout() {
+    let rt = ManualRuntime::new();
+    let ch = channel(&rt, "stop-stalled-writer");
+    let config = CarrierConfig::default().close_timeout(Duration::from_millis(300));
+    let carrier = Carrier::new(&rt, Stalled, config).unwrap();
+    ch.subscribe("e", &carrier).unwrap();
+    rt.run(ch.publish("e", &1)).unwrap().unwrap();
+    let stop = ch.stop();
+    let mut task = tbone_dispatch::Runtime::spawn(&rt, stop).unwrap();
+    rt.run_until_stalled();
+    assert!(!task.is_finished());
+    rt.advance(Duration::from_millis(300));
+    assert!(task.is_finished());
+}
+
+#[test]
+fn a_task_handle_tells_the_end_of_its_task_and_can_abort_it() {
+    let rt = ManualRuntime::new();
+    let (finish, finished) = futures::channel::oneshot::channel::<()>();
+    let mut ends = tbone_dispatch::Runtime::spawn(&rt, async move {
+        let _ = finished.await;
+    })
+    .unwrap();
+    rt.run_until_stalled();
+    assert!(!ends.is_finished());
+    finish.send(()).unwrap();
+    rt.run_until_stalled();
+    assert!(ends.is_finished());
+
+    let mut aborted = tbone_dispatch::Runtime::spawn(&rt, futures::future::pending()).unwrap();
+    rt.run_until_stalled();
+    aborted.abort();
+    rt.run_until_stalled();
+    assert!(aborted.is_finished());
+    assert_eq!(rt.task_count(), 0, "the aborted task was dropped");
+
+    // A task dropped by its executor (a runtime shutting down) has ended too.
+    let mut dropped = tbone_dispatch::Runtime::spawn(&rt, futures::future::pending()).unwrap();
+    rt.shutdown();
+    assert!(dropped.is_finished());
 }

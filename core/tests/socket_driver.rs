@@ -22,7 +22,7 @@ use tbone_dispatch::{
     ReadError, Refusal, Runtime, SocketHandle, SocketOptions,
 };
 
-type Memory = Channel<MemoryBackend<ManualRuntime>, ManualRuntime>;
+type Memory = Channel<MemoryBackend, ManualRuntime>;
 type Items = mpsc::UnboundedSender<Result<Incoming, ReadError>>;
 type Sink = mpsc::UnboundedSender<Outgoing>;
 

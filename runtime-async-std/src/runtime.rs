@@ -3,10 +3,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tbone_dispatch::{queue, Runtime, SpawnError};
+use tbone_dispatch::{Runtime, SpawnError, Task};
 
-/// async-std's global executor, as the core's [`Runtime`]. Queues are the
-/// core's portable [`queue::bounded`].
+/// async-std's global executor, as the core's [`Runtime`].
 ///
 /// ```
 /// use tbone_dispatch_async_std::{AsyncStd, Runtime};
@@ -19,26 +18,18 @@ use tbone_dispatch::{queue, Runtime, SpawnError};
 pub struct AsyncStd;
 
 impl Runtime for AsyncStd {
-    type Sender<T: Send + 'static> = queue::Sender<T>;
-    type Receiver<T: Send + 'static> = queue::Receiver<T>;
-
-    fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
+    fn spawn<F>(&self, task: F) -> Result<Task, SpawnError>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        // Dropping the JoinHandle detaches the task.
-        async_std::task::spawn(task);
-        Ok(())
+        let (handle, run) = Task::new(task);
+        // Dropping the JoinHandle detaches the task; the `Task` handle
+        // tells when it ended.
+        async_std::task::spawn(run);
+        Ok(handle)
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
         async_std::task::sleep(duration)
-    }
-
-    fn bounded<T: Send + 'static>(
-        &self,
-        capacity: usize,
-    ) -> (queue::Sender<T>, queue::Receiver<T>) {
-        queue::bounded(capacity)
     }
 }

@@ -3,10 +3,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tbone_dispatch::{queue, Runtime, SpawnError};
+use tbone_dispatch::{Runtime, SpawnError, Task};
 
-/// smol's global executor, as the core's [`Runtime`]. Queues are the core's
-/// portable [`queue::bounded`].
+/// smol's global executor, as the core's [`Runtime`].
 ///
 /// ```
 /// use tbone_dispatch_smol::{Runtime, Smol};
@@ -19,15 +18,13 @@ use tbone_dispatch::{queue, Runtime, SpawnError};
 pub struct Smol;
 
 impl Runtime for Smol {
-    type Sender<T: Send + 'static> = queue::Sender<T>;
-    type Receiver<T: Send + 'static> = queue::Receiver<T>;
-
-    fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
+    fn spawn<F>(&self, task: F) -> Result<Task, SpawnError>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        smol::spawn(task).detach();
-        Ok(())
+        let (handle, run) = Task::new(task);
+        smol::spawn(run).detach();
+        Ok(handle)
     }
 
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
@@ -35,12 +32,5 @@ impl Runtime for Smol {
         async move {
             timer.await;
         }
-    }
-
-    fn bounded<T: Send + 'static>(
-        &self,
-        capacity: usize,
-    ) -> (queue::Sender<T>, queue::Receiver<T>) {
-        queue::bounded(capacity)
     }
 }

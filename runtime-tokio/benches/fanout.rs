@@ -5,10 +5,7 @@
 //!   pre-encoded bytes to N receiver tasks (throughput in deliveries);
 //! - `unrelated_subscriptions/N`: publish to one subscriber while N
 //!   subscriptions exist on other events;
-//! - `subscribe_cycle`: subscribe + unsubscribe beside 1000 subscribers;
-//! - `carrier_queue/{portable,tokio_mpsc}/10000`: the 10 000-carrier
-//!   fan-out with the core's portable queue (what the tokio runtime uses)
-//!   against tokio's `mpsc` as the carriers' queue, in one run.
+//! - `subscribe_cycle`: subscribe + unsubscribe beside 1000 subscribers.
 //!
 //! `cargo bench -p tbone-dispatch-tokio --bench fanout`
 
@@ -24,8 +21,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::Sink;
 use tbone_dispatch_tokio::{
-    Carrier, ChannelBuilder, Frame, MemoryBackend, MemoryChannel, QueueSender, Runtime, SpawnError,
-    Tokio, TrySendError,
+    Carrier, ChannelBuilder, Frame, MemoryBackend, MemoryChannel, Runtime, Tokio,
 };
 use tokio::sync::Notify;
 
@@ -221,68 +217,6 @@ fn subscribe_cycle(c: &mut Criterion) {
     });
 }
 
-/// Tokio with tokio's own bounded `mpsc` as the carriers' queue, to compare
-/// with the core's portable queue, which `Tokio` uses (it allocates nothing
-/// until an item arrives; tokio's allocates a 32-slot block per queue).
-#[derive(Clone, Default)]
-struct TokioMpsc;
-
-struct MpscSender<T>(tokio::sync::mpsc::Sender<T>);
-
-impl<T> Clone for MpscSender<T> {
-    fn clone(&self) -> Self {
-        MpscSender(self.0.clone())
-    }
-}
-
-impl<T: Send + 'static> QueueSender<T> for MpscSender<T> {
-    fn try_send(&self, item: T) -> Result<(), TrySendError<T>> {
-        self.0.try_send(item).map_err(|e| match e {
-            tokio::sync::mpsc::error::TrySendError::Full(item) => TrySendError::Full(item),
-            tokio::sync::mpsc::error::TrySendError::Closed(item) => TrySendError::Closed(item),
-        })
-    }
-
-    async fn send(&self, item: T) -> Result<(), T> {
-        self.0.send(item).await.map_err(|e| e.0)
-    }
-
-    fn is_closed(&self) -> bool {
-        self.0.is_closed()
-    }
-}
-
-struct MpscReceiver<T>(tokio::sync::mpsc::Receiver<T>);
-
-impl<T> futures::Stream for MpscReceiver<T> {
-    type Item = T;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        self.0.poll_recv(cx)
-    }
-}
-
-impl Runtime for TokioMpsc {
-    type Sender<T: Send + 'static> = MpscSender<T>;
-    type Receiver<T: Send + 'static> = MpscReceiver<T>;
-
-    fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        Tokio::default().spawn(task)
-    }
-
-    fn sleep(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send + 'static {
-        tokio::time::sleep(duration)
-    }
-
-    fn bounded<T: Send + 'static>(&self, capacity: usize) -> (MpscSender<T>, MpscReceiver<T>) {
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
-        (MpscSender(tx), MpscReceiver(rx))
-    }
-}
-
 /// Publishes batches to `n` carriers on runtime `R` and times them.
 fn queue_variant<R: Runtime + Default>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -329,18 +263,5 @@ fn queue_variant<R: Runtime + Default>(
     drop(carriers);
 }
 
-fn carrier_queue(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("carrier_queue");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-    let n = 10_000;
-    group.throughput(Throughput::Elements((n * BATCH) as u64));
-    queue_variant::<Tokio>(&mut group, &rt, "portable", n);
-    queue_variant::<TokioMpsc>(&mut group, &rt, "tokio_mpsc", n);
-    group.finish();
-}
-
-criterion_group!(benches, fanout, unrelated, subscribe_cycle, carrier_queue);
+criterion_group!(benches, fanout, unrelated, subscribe_cycle);
 criterion_main!(benches);

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::future::Either;
-use tbone_dispatch::{queue, Runtime, SpawnError};
+use tbone_dispatch::{Runtime, SpawnError, Task};
 use tokio::runtime::Handle;
 
 /// The tokio runtime, as the core's [`Runtime`].
@@ -41,28 +41,25 @@ impl Tokio {
     fn handle(&self) -> Result<Handle, SpawnError> {
         match &self.handle {
             Some(handle) => Ok(handle.clone()),
-            None => Handle::try_current().map_err(|_| {
-                SpawnError::new(
-                    "no tokio runtime is running on this thread; call from within a tokio runtime or use Tokio::with_handle",
-                )
+            None => Handle::try_current().map_err(|_| SpawnError::NoRuntime {
+                runtime: "tokio",
+                remedy: "call from within a tokio runtime, or pin one with Tokio::with_handle",
             }),
         }
     }
 }
 
 impl Runtime for Tokio {
-    // The core's portable queue rather than tokio's mpsc: tokio allocates a
-    // block of 32 slots per queue up front (1.7 KiB per carrier, so per
-    // idle websocket), the portable queue nothing until an item arrives.
-    type Sender<T: Send + 'static> = queue::Sender<T>;
-    type Receiver<T: Send + 'static> = queue::Receiver<T>;
-
-    fn spawn<F>(&self, task: F) -> Result<(), SpawnError>
+    fn spawn<F>(&self, task: F) -> Result<Task, SpawnError>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.handle()?.spawn(task);
-        Ok(())
+        let handle = self.handle()?;
+        let (task, run) = Task::new(task);
+        // Dropping the JoinHandle detaches the task; the `Task` tells when
+        // it ended (a runtime shutting down drops it, which counts).
+        handle.spawn(run);
+        Ok(task)
     }
 
     /// A timer of this value's runtime (the pinned one, or the current
@@ -79,13 +76,6 @@ impl Runtime for Tokio {
             }
             Err(_) => Either::Right(sleep_on_a_thread(duration)),
         }
-    }
-
-    fn bounded<T: Send + 'static>(
-        &self,
-        capacity: usize,
-    ) -> (queue::Sender<T>, queue::Receiver<T>) {
-        queue::bounded(capacity)
     }
 
     /// tokio's clock, so that a socket session's time agrees with its

@@ -44,7 +44,7 @@ pub use tbone_dispatch_tokio::Tokio;
 
 /// The in-memory channel on runtime `R` (each runtime crate's
 /// `MemoryChannel`).
-pub type Mem<R> = Channel<MemoryBackend<R>, R>;
+pub type Mem<R> = Channel<MemoryBackend, R>;
 
 /// How long any single wait of the suite may take before the test fails.
 /// Generous: nothing in the suite should take more than a few milliseconds.
@@ -135,7 +135,7 @@ impl TestRuntime for Tokio {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        tbone_dispatch_tokio::spawn(future)
+        tbone_dispatch_tokio::spawn(future).map(drop)
     }
 
     fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError> {
@@ -277,7 +277,7 @@ macro_rules! futures_io_runtime {
                 F: Future + Send + 'static,
                 F::Output: Send + 'static,
             {
-                $krate::spawn(future)
+                $krate::spawn(future).map(drop)
             }
 
             fn memory_channel(name: &str) -> Result<Mem<Self>, ChannelError> {

@@ -36,7 +36,7 @@ impl Sink<Frame> for StuckSink {
     }
 }
 
-type ManualChannel = Channel<MemoryBackend<ManualRuntime>, ManualRuntime>;
+type ManualChannel = Channel<MemoryBackend, ManualRuntime>;
 
 fn open(runtime: &ManualRuntime, test: &str) -> ManualChannel {
     ChannelBuilder::new(format!("conformance/manual/{test}"))

@@ -121,7 +121,7 @@ impl<B: Backend> fmt::Debug for AppState<B> {
 }
 
 /// The embedded mode's state.
-pub type MemoryState = AppState<MemoryBackend<Tokio>>;
+pub type MemoryState = AppState<MemoryBackend>;
 /// The MongoDB mode's state.
 pub type MongoState = AppState<MongoBackend>;
 

@@ -16,7 +16,7 @@ use mongodb::{Collection, Database};
 use tbone_dispatch::tailing::{DocumentId, TailPosition};
 use tbone_dispatch::{
     queue, Backend, BackendError, Channel, ChannelBuilder, ChannelError, Envelope, Event,
-    EventStream, QueueSender, Runtime, DEFAULT_MAX_PAYLOAD,
+    EventStream, Runtime, DEFAULT_MAX_PAYLOAD,
 };
 use tokio::sync::OnceCell;
 

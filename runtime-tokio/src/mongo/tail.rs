@@ -12,7 +12,7 @@ use mongodb::bson::{doc, oid::ObjectId, Document, RawDocumentBuf};
 use mongodb::options::CursorType;
 use mongodb::Collection;
 use tbone_dispatch::tailing::TailPosition;
-use tbone_dispatch::{queue, Event, QueueSender};
+use tbone_dispatch::{queue, Event};
 
 use super::backend::{bump, is_code, Counters, MongoOptions, Setup};
 use super::document::{document_id, to_event};

@@ -16,7 +16,7 @@ use crate::args::{Mode, Runtime};
 use crate::BoxError;
 
 /// The in-memory channel on runtime `R`.
-type Memory<R> = tbone_dispatch_tokio::dispatch::Channel<tbone_dispatch_tokio::MemoryBackend<R>, R>;
+type Memory<R> = tbone_dispatch_tokio::dispatch::Channel<tbone_dispatch_tokio::MemoryBackend, R>;
 
 /// The only route of the rtt server: `GET /load/` answers a fixed small
 /// JSON payload.
@@ -106,7 +106,9 @@ where
     }
     while let Some(next) = connections.next().await {
         match next {
-            Ok(connection) => runtime.spawn(serve_one(connection, channel.clone()))?,
+            Ok(connection) => {
+                runtime.spawn(serve_one(connection, channel.clone()))?;
+            }
             Err(e) => {
                 eprintln!("tbone-load server: accept: {e}");
                 runtime.sleep(Duration::from_millis(10)).await;

@@ -739,7 +739,7 @@ struct Tally {
     ends: std::collections::BTreeMap<String, u64>,
 }
 
-type Mem = Channel<MemoryBackend<ManualRuntime>, ManualRuntime>;
+type Mem = Channel<MemoryBackend, ManualRuntime>;
 
 struct Live {
     model: ConnModel,
