@@ -4,11 +4,12 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use futures::channel::oneshot;
 use futures::stream::BoxStream;
 
-use crate::Payload;
+use crate::{Payload, Position};
 
 /// One published event: its name (the spec's `key`) and its JSON data.
 ///
@@ -24,6 +25,11 @@ pub struct Event {
     key: Arc<str>,
     data: Payload,
     receipt: Option<Receipt>,
+    position: Option<Position>,
+    // When this instance published it, for the delivery latency metric; a
+    // backend that carries events elsewhere makes new ones, without it.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    published_at: Option<Instant>,
 }
 
 /// Two events are equal when their names and data are (receipts aside).
@@ -42,7 +48,22 @@ impl Event {
             key: key.into(),
             data,
             receipt: None,
+            position: None,
+            published_at: None,
         }
+    }
+
+    /// The event, stamped with the time it is published.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn published_now(mut self, now: Instant) -> Self {
+        self.published_at = Some(now);
+        self
+    }
+
+    /// When this instance published the event, if it still knows.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn published_at(&self) -> Option<Instant> {
+        self.published_at
     }
 
     /// Takes the event's [`Receipt`], if its publisher asked for one. A
@@ -53,6 +74,24 @@ impl Event {
     /// fail with `NotDelivered`.
     pub fn take_receipt(&mut self) -> Option<Receipt> {
         self.receipt.take()
+    }
+
+    pub(crate) fn shared_key(&self) -> Arc<str> {
+        self.key.clone()
+    }
+
+    /// Where the backend placed the event (MongoDB: the document's
+    /// ObjectId), if it says; the channel numbers events that come without.
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
+    }
+
+    /// The event with its backend's `position` (a backend that shares
+    /// events between instances gives each the same position everywhere,
+    /// so that a client can resume on any of them).
+    pub fn with_position(mut self, position: Position) -> Self {
+        self.position = Some(position);
+        self
     }
 
     /// The event with `receipt` attached.

@@ -719,6 +719,22 @@ impl<R: Runtime> Carrier<R> {
     /// many were queued, and the outcome: `Queued` when all were,
     /// `FrameDropped` when some did not fit (`DropFrame`: the rest are
     /// skipped and counted), `CarrierDropped` or `Gone` otherwise.
+    /// Queues what a resuming client missed, past the queue's capacity (the
+    /// history bounds it): a replay larger than the queue must not drop
+    /// the client it is meant to catch up. Returns whether the carrier is
+    /// still open.
+    pub(crate) fn replay(&self, frames: &mut dyn Iterator<Item = Frame>) -> bool {
+        let shared = &self.shared;
+        if shared.flag.is_set() {
+            return false;
+        }
+        let queued = shared
+            .tx
+            .send_past_capacity(&mut frames.map(Outgoing::Frame)) as u64;
+        shared.queued.fetch_add(queued, Ordering::Relaxed);
+        !shared.tx.is_closed()
+    }
+
     pub(crate) fn offer_run(&self, frames: &[Frame]) -> (u64, Offer) {
         let shared = &self.shared;
         if shared.flag.is_set() {

@@ -9,14 +9,18 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either, Shared};
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::backend::{Backend, Event, EventStream};
 use crate::carrier::{Carrier, CarrierId, Membership, Offer};
 use crate::envelope::{Envelope, TBoneEnvelope};
 use crate::error::{ChannelError, PublishError, SubscribeError};
 use crate::frame::Frame;
+use crate::history::{History, HistoryLimits};
 use crate::memory::MemoryBackend;
+use crate::observe::ChannelMetrics;
 use crate::payload::{Payload, DEFAULT_MAX_PAYLOAD};
+use crate::position::{Position, Sequence};
 use crate::registry;
 use crate::runtime::Runtime;
 use crate::subscriptions::Subscriptions;
@@ -46,6 +50,7 @@ pub struct ChannelBuilder {
     max_event_name: usize,
     max_payload: usize,
     backend_settings: String,
+    history: HistoryLimits,
 }
 
 impl fmt::Debug for ChannelBuilder {
@@ -68,7 +73,17 @@ impl ChannelBuilder {
             max_event_name: DEFAULT_MAX_EVENT_NAME,
             max_payload: DEFAULT_MAX_PAYLOAD,
             backend_settings: String::new(),
+            history: HistoryLimits::default(),
         }
+    }
+
+    /// How many recent events the channel keeps for clients that resume
+    /// after a reconnect (default [`HistoryLimits::default`]: 1 000 events,
+    /// 1 MiB, 5 minutes; [`HistoryLimits::off`] keeps none). See
+    /// [`Channel::subscribe_after`].
+    pub fn history(mut self, limits: HistoryLimits) -> Self {
+        self.history = limits;
+        self
     }
 
     /// The envelope that turns events into frames (default
@@ -120,10 +135,11 @@ impl ChannelBuilder {
             max_event_name,
             max_payload,
             backend_settings,
+            history,
         } = self;
         let type_name = std::any::type_name::<Channel<B, R>>();
         let settings = format!(
-            "envelope {envelope_type}, event names up to {max_event_name} bytes, data up to {max_payload} bytes{}{backend_settings}",
+            "envelope {envelope_type}, event names up to {max_event_name} bytes, data up to {max_payload} bytes, history {history:?}{}{backend_settings}",
             if backend_settings.is_empty() { "" } else { ", " },
         );
         let registered = registry::Registration {
@@ -144,6 +160,9 @@ impl ChannelBuilder {
                 me: me.clone(),
                 subscriptions: Mutex::new(Subscriptions::new()),
                 stats: Counters::default(),
+                metrics: ChannelMetrics::new(&name),
+                history: Mutex::new(History::new(history)),
+                sequence: Mutex::new(Sequence::new()),
                 consumer: Mutex::new(Consumer::Idle),
                 warned_idle: AtomicBool::new(false),
                 orphaned: AtomicBool::new(false),
@@ -153,6 +172,20 @@ impl ChannelBuilder {
         })?;
         Ok(Channel { inner })
     }
+}
+
+/// What [`Channel::subscribe_after`] could give a resuming client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Resumed {
+    /// Every event it missed was queued for it (possibly none).
+    Replayed {
+        /// How many.
+        events: usize,
+    },
+    /// Its position was not in the history: it was sent the envelope's
+    /// `recovery_failed` frame and should reload.
+    Failed,
 }
 
 /// How far one event went on this instance: see
@@ -184,6 +217,37 @@ pub struct ChannelStats {
     pub carriers_dropped: u64,
     /// Closed carriers found during delivery and removed.
     pub carriers_removed: u64,
+}
+
+/// What a channel's history holds now, read with [`Channel::history_stats`]:
+/// for monitoring, and to check that it stays within its limits.
+///
+/// ```
+/// use tbone_dispatch::testing::ManualRuntime;
+/// use tbone_dispatch::{ChannelBuilder, HistoryLimits, MemoryBackend};
+///
+/// let runtime = ManualRuntime::new();
+/// let channel = ChannelBuilder::new("doc-history-stats")
+///     .history(HistoryLimits::default().events(2))
+///     .open(runtime.clone(), MemoryBackend::new)
+///     .unwrap();
+/// channel.kickoff().unwrap();
+/// for n in 0..5 {
+///     runtime.run(channel.publish("tick", &n)).unwrap().unwrap();
+/// }
+/// runtime.run(channel.flush()).unwrap();
+/// let history = channel.history_stats();
+/// assert_eq!((history.events, history.limits.events), (2, 2));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HistoryStats {
+    /// Events kept.
+    pub events: usize,
+    /// Bytes of frames kept.
+    pub bytes: usize,
+    /// The limits it keeps to.
+    pub limits: HistoryLimits,
 }
 
 #[derive(Default)]
@@ -220,6 +284,13 @@ struct Inner<B: Backend, R: Runtime> {
     me: Weak<Inner<B, R>>,
     subscriptions: Mutex<Subscriptions<Carrier<R>>>,
     stats: Counters,
+    metrics: ChannelMetrics,
+    /// Recent events for resuming clients. Locked inside `subscriptions`
+    /// (never the other way round): recording a run and taking its
+    /// subscribers is one step, as is replaying and subscribing.
+    history: Mutex<History>,
+    /// Positions for events whose backend gives none (consumer only).
+    sequence: Mutex<Sequence>,
     consumer: Mutex<Consumer>,
     warned_idle: AtomicBool,
     /// Set when the registry replaced this instance because its consumer
@@ -356,27 +427,151 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         if carrier.is_closed() {
             return Err(closed(carrier));
         }
-        let added = lock(&inner.subscriptions).subscribe(event, carrier.id(), carrier.clone());
+        let added =
+            inner.edit_subscriptions(|table| table.subscribe(event, carrier.id(), carrier.clone()));
         let membership: Weak<dyn Membership> = inner.me.clone();
         if !carrier.join(membership) {
-            lock(&inner.subscriptions).remove_carrier(carrier.id());
+            inner.edit_subscriptions(|table| table.remove_carrier(carrier.id()));
             return Err(closed(carrier));
         }
         Ok(added)
+    }
+
+    /// Subscribes `carrier` to `events` for a client that reconnects and
+    /// last saw the event at position `after` (as its frame or its SSE `id:`
+    /// line said): the carrier first receives, in order, every event of
+    /// `events` the channel delivered after that one, then the live events,
+    /// with no gap and no duplicate between the two.
+    ///
+    /// When `after` is not in the channel's history (older than what it
+    /// keeps, from another epoch or process, or not a position at all), the
+    /// carrier receives the envelope's
+    /// [`recovery_failed`](crate::Envelope::recovery_failed) frame instead,
+    /// so the client knows to reload, and is subscribed all the same: a
+    /// gap is never silent. What is replayed may exceed the carrier's
+    /// queue capacity (the history's limits bound it).
+    ///
+    /// ```
+    /// use tbone_dispatch::testing::ManualRuntime;
+    /// use tbone_dispatch::{Carrier, CarrierConfig, ChannelBuilder, Frame, MemoryBackend, PositionedEnvelope, Resumed};
+    ///
+    /// let runtime = ManualRuntime::new();
+    /// let channel = ChannelBuilder::new("doc-subscribe-after")
+    ///     .envelope(PositionedEnvelope)
+    ///     .open(runtime.clone(), MemoryBackend::new)
+    ///     .unwrap();
+    /// channel.kickoff().unwrap();
+    /// let (sink, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+    /// let first = Carrier::new(&runtime, sink, CarrierConfig::default()).unwrap();
+    /// channel.subscribe("tick", &first).unwrap();
+    /// runtime.run(channel.publish("tick", &1)).unwrap().unwrap();
+    /// runtime.run_until_stalled();
+    /// let frame: serde_json::Value =
+    ///     serde_json::from_str(client.try_recv().unwrap().as_str()).unwrap();
+    /// let seen = frame["position"].as_str().unwrap().to_string();
+    /// first.close(); // the client goes away...
+    /// runtime.run(channel.publish("tick", &2)).unwrap().unwrap();
+    /// runtime.run_until_stalled();
+    ///
+    /// // ... and comes back with the position of the last event it saw.
+    /// let (sink, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+    /// let again = Carrier::new(&runtime, sink, CarrierConfig::default()).unwrap();
+    /// let resumed = channel.subscribe_after(&["tick"], &again, &seen).unwrap();
+    /// assert_eq!(resumed, Resumed::Replayed { events: 1 });
+    /// runtime.run_until_stalled();
+    /// assert!(client.try_recv().unwrap().as_str().contains(r#""data":2"#));
+    /// ```
+    pub fn subscribe_after(
+        &self,
+        events: &[&str],
+        carrier: &Carrier<R>,
+        after: &str,
+    ) -> Result<Resumed, SubscribeError> {
+        let inner = &self.inner;
+        if let Some(event) = events.iter().find(|e| e.len() > inner.max_event_name) {
+            return Err(SubscribeError::EventNameTooLong {
+                len: event.len(),
+                max: inner.max_event_name,
+            });
+        }
+        if matches!(*lock(&inner.consumer), Consumer::Stopped { .. }) {
+            return Err(SubscribeError::Stopped {
+                channel: inner.name.to_string(),
+            });
+        }
+        let closed = |carrier: &Carrier<R>| SubscribeError::CarrierClosed {
+            carrier: carrier.id(),
+            reason: carrier.close_reason().unwrap_or(crate::CloseReason::Closed),
+        };
+        let resumed = {
+            let mut table = lock(&inner.subscriptions);
+            let mut history = lock(&inner.history);
+            let now = inner.runtime.now();
+            let missed: Option<Vec<Frame>> = Position::new(after).ok().and_then(|position| {
+                let missed = history.after(&position, now)?;
+                Some(
+                    missed
+                        .filter(|recorded| events.contains(&&*recorded.key))
+                        .map(|recorded| recorded.frame.clone())
+                        .collect(),
+                )
+            });
+            drop(history);
+            let (resumed, mut frames) = match missed {
+                Some(frames) => (
+                    Resumed::Replayed {
+                        events: frames.len(),
+                    },
+                    frames,
+                ),
+                None => {
+                    // Echoed only when it is a position: client input of any
+                    // length or content never reaches other frames.
+                    let echoed = if Position::new(after).is_ok() {
+                        after
+                    } else {
+                        ""
+                    };
+                    (
+                        Resumed::Failed,
+                        vec![inner
+                            .envelope
+                            .recovery_failed(echoed)
+                            .into_recovery_failed()],
+                    )
+                }
+            };
+            if !carrier.replay(&mut frames.drain(..)) {
+                return Err(closed(carrier));
+            }
+            for event in events {
+                table.subscribe(event, carrier.id(), carrier.clone());
+            }
+            inner.metrics.subscriptions(table.subscription_count());
+            resumed
+        };
+        let membership: Weak<dyn Membership> = inner.me.clone();
+        if !carrier.join(membership) {
+            inner.edit_subscriptions(|table| table.remove_carrier(carrier.id()));
+            return Err(closed(carrier));
+        }
+        Ok(resumed)
     }
 
     /// Unsubscribes `carrier` from `event`. Returns whether it was
     /// subscribed. Carriers are matched by identity, so this works with any
     /// clone of the carrier that was subscribed.
     pub fn unsubscribe(&self, event: &str, carrier: &Carrier<R>) -> bool {
-        lock(&self.inner.subscriptions).unsubscribe(event, carrier.id())
+        self.inner
+            .edit_subscriptions(|table| table.unsubscribe(event, carrier.id()))
     }
 
     /// Removes `carrier` from every event of this channel (what a websocket
     /// handler does on close; [`Carrier::close`] does it for every channel).
     /// Returns how many subscriptions it had here.
     pub fn unsubscribe_all(&self, carrier: &Carrier<R>) -> usize {
-        lock(&self.inner.subscriptions).remove_carrier(carrier.id())
+        self.inner
+            .edit_subscriptions(|table| table.remove_carrier(carrier.id()))
     }
 
     /// How many carriers are subscribed to `event`.
@@ -407,6 +602,18 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             frames_dropped: read(&c.frames_dropped),
             carriers_dropped: read(&c.carriers_dropped),
             carriers_removed: read(&c.carriers_removed),
+        }
+    }
+
+    /// What the channel's history holds now (events and bytes kept, and
+    /// its limits). Read-only: events older than the age limit leave it
+    /// at the next delivery or resume.
+    pub fn history_stats(&self) -> HistoryStats {
+        let history = lock(&self.inner.history);
+        HistoryStats {
+            events: history.len(),
+            bytes: history.bytes(),
+            limits: history.limits(),
         }
     }
 
@@ -545,9 +752,13 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             _ => {}
         }
         let key = event.key().to_string();
-        match inner.backend.publish(event).await {
+        #[cfg(feature = "metrics")]
+        let event = event.published_now(inner.runtime.now());
+        let span = tracing::trace_span!("publish", channel = %inner.name, event = %key);
+        match inner.backend.publish(event).instrument(span).await {
             Ok(()) => {
                 inner.stats.published.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.published();
                 Ok(())
             }
             Err(crate::BackendError::Closed) => Err(PublishError::Stopped {
@@ -588,7 +799,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         let inner = &self.inner;
         if inner.is_orphaned() {
             return Err(ChannelError::ConsumerGone {
-                name: inner.name.to_string(),
+                channel: inner.name.to_string(),
             });
         }
         let mut consumer = lock(&inner.consumer);
@@ -596,7 +807,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             Consumer::Running { .. } => return Ok(()),
             Consumer::Stopped { .. } => {
                 return Err(ChannelError::Stopped {
-                    name: inner.name.to_string(),
+                    channel: inner.name.to_string(),
                 })
             }
             Consumer::Idle => {}
@@ -605,7 +816,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             .backend
             .consume()
             .map_err(|source| ChannelError::Backend {
-                name: inner.name.to_string(),
+                channel: inner.name.to_string(),
                 source,
             })?;
         let (stop, stopped) = oneshot::channel();
@@ -697,7 +908,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
                 }
             }))
             .await;
-            lock(&inner.subscriptions).clear();
+            inner.edit_subscriptions(Subscriptions::clear);
         }
     }
 
@@ -764,7 +975,40 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         if let Some(trigger) = lock(&self.stop_trigger).take() {
             let _ = trigger.send(());
         }
-        lock(&self.subscriptions).clear();
+        self.edit_subscriptions(Subscriptions::clear);
+    }
+
+    /// Changes the subscription table, keeping its gauge current.
+    fn edit_subscriptions<T>(&self, edit: impl FnOnce(&mut Subscriptions<Carrier<R>>) -> T) -> T {
+        let mut table = lock(&self.subscriptions);
+        let outcome = edit(&mut table);
+        self.metrics.subscriptions(table.subscription_count());
+        outcome
+    }
+
+    /// Each event's position: its backend's, or the next of this channel's
+    /// own numbering.
+    fn positions(&self, run: &[Event]) -> Vec<Option<Position>> {
+        let mut sequence = lock(&self.sequence);
+        run.iter()
+            .map(|event| Some(event.position().cloned().unwrap_or_else(|| sequence.next())))
+            .collect()
+    }
+
+    fn encode_run(&self, run: &[Event], positions: &[Option<Position>]) -> Vec<Frame> {
+        self.stats
+            .encoded
+            .fetch_add(run.len() as u64, Ordering::Relaxed);
+        run.iter()
+            .zip(positions)
+            .map(|(event, position)| match position {
+                Some(position) => self
+                    .envelope
+                    .encode_at(event.key(), event.data(), position)
+                    .with_position(position),
+                None => self.envelope.encode(event.key(), event.data()),
+            })
+            .collect()
     }
 
     fn deliver(&self, event: &Event) {
@@ -782,11 +1026,38 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         let Some(first) = run.first() else {
             return;
         };
+        let _span =
+            tracing::trace_span!("deliver", channel = %self.name, event = first.key(), events = run.len())
+                .entered();
         let stats = &self.stats;
         let events = run.len() as u64;
         stats.received.fetch_add(events, Ordering::Relaxed);
-        let targets = lock(&self.subscriptions).subscribers(first.key());
+        self.metrics.received(events);
         let receipts = run.iter().any(|event| event.receipt().is_some());
+        let (targets, frames) = if lock(&self.history).is_on() {
+            // Every event enters the history, subscribers or not: encode
+            // first, then record and take the subscribers in one step.
+            let positions = self.positions(run);
+            let frames = self.encode_run(run, &positions);
+            let now = self.runtime.now();
+            let table = lock(&self.subscriptions);
+            let mut history = lock(&self.history);
+            for ((event, position), frame) in run.iter().zip(positions).zip(&frames) {
+                if let Some(position) = position {
+                    history.record(position, event.shared_key(), frame.clone(), now);
+                }
+            }
+            drop(history);
+            (table.subscribers(first.key()), frames)
+        } else {
+            let targets = lock(&self.subscriptions).subscribers(first.key());
+            if targets.is_empty() {
+                (targets, Vec::new())
+            } else {
+                let positions: Vec<_> = run.iter().map(|event| event.position().cloned()).collect();
+                (targets, self.encode_run(run, &positions))
+            }
+        };
         if targets.is_empty() {
             stats.unrouted.fetch_add(events, Ordering::Relaxed);
             if receipts {
@@ -796,11 +1067,6 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
             }
             return;
         }
-        let frames: Vec<Frame> = run
-            .iter()
-            .map(|event| self.envelope.encode(event.key(), event.data()))
-            .collect();
-        stats.encoded.fetch_add(events, Ordering::Relaxed);
         let (mut queued, mut frames_dropped, mut carriers_dropped) = (0, 0, 0);
         let mut gone: Vec<CarrierId> = Vec::new();
         // For receipts: how many carriers took each event of the run (a
@@ -825,27 +1091,39 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
             }
         }
         stats.queued.fetch_add(queued, Ordering::Relaxed);
+        self.metrics.delivered(queued);
+        #[cfg(feature = "metrics")]
+        {
+            let now = self.runtime.now();
+            for published in run.iter().filter_map(Event::published_at) {
+                self.metrics
+                    .latency(now.saturating_duration_since(published));
+            }
+        }
         for (event, carriers) in run.iter().zip(&reached) {
             if let Some(receipt) = event.receipt() {
                 receipt.fulfil(*carriers);
             }
         }
         if frames_dropped > 0 {
+            self.metrics.frames_dropped(frames_dropped);
             stats
                 .frames_dropped
                 .fetch_add(frames_dropped, Ordering::Relaxed);
         }
         if carriers_dropped > 0 {
+            self.metrics.carriers_dropped(carriers_dropped);
             tracing::info!(channel = %self.name, carriers = carriers_dropped, "dropped slow carriers whose queue was full");
             stats
                 .carriers_dropped
                 .fetch_add(carriers_dropped, Ordering::Relaxed);
         }
         if !gone.is_empty() {
-            let mut subscriptions = lock(&self.subscriptions);
-            for id in &gone {
-                subscriptions.remove_carrier(*id);
-            }
+            self.edit_subscriptions(|table| {
+                for id in &gone {
+                    table.remove_carrier(*id);
+                }
+            });
             stats
                 .carriers_removed
                 .fetch_add(gone.len() as u64, Ordering::Relaxed);
@@ -880,7 +1158,7 @@ const MAX_RUN: usize = 256;
 
 impl<B: Backend, R: Runtime> Membership for Inner<B, R> {
     fn forget(&self, id: CarrierId) {
-        lock(&self.subscriptions).remove_carrier(id);
+        self.edit_subscriptions(|table| table.remove_carrier(id));
     }
 }
 

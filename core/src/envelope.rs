@@ -2,14 +2,15 @@
 
 use std::fmt::Write as _;
 
-use crate::{Frame, Payload};
+use crate::{Frame, Payload, Position};
 
 /// Turns one event (its name and its JSON data) into the frame every
 /// subscriber of that event receives.
 ///
 /// A channel calls its envelope **once per event**, and only when the event
-/// has at least one local subscriber; the resulting [`Frame`] is shared by
-/// all of them. The default is [`TBoneEnvelope`], TBone's wire format. Supply
+/// has at least one local subscriber or the channel keeps a history (see
+/// [`ChannelBuilder::history`](crate::ChannelBuilder::history)); the
+/// resulting [`Frame`] is shared by all of them. The default is [`TBoneEnvelope`], TBone's wire format. Supply
 /// another one with [`ChannelBuilder::envelope`](crate::ChannelBuilder::envelope)
 /// to speak a different protocol.
 ///
@@ -31,10 +32,33 @@ use crate::{Frame, Payload};
 pub trait Envelope: Send + Sync + 'static {
     /// Encodes one event. `data` is already valid JSON text.
     fn encode(&self, event: &str, data: &Payload) -> Frame;
+
+    /// Encodes one event that has a position (the channel keeps a history,
+    /// or its backend gives positions). The default leaves the position
+    /// out, as TBone's frame does; [`PositionedEnvelope`] puts it in.
+    fn encode_at(&self, event: &str, data: &Payload, position: &Position) -> Frame {
+        let _ = position;
+        self.encode(event, data)
+    }
+
+    /// The frame that tells a resuming client that the events it missed
+    /// cannot be replayed (its position is older than the history, or from
+    /// another epoch), so it must reload. The default is
+    /// `{"type":"recovery_failed","position":"<the client's position>"}` (empty
+    /// when what the client sent was not a position at all).
+    fn recovery_failed(&self, position: &str) -> Frame {
+        let mut out = String::from(r#"{"type":"recovery_failed","position":"#);
+        push_json_string(&mut out, position);
+        out.push('}');
+        Frame::from(out)
+    }
 }
 
-/// TBone's frame, byte for byte:
-/// `{"type":"event","payload":{"name":"<event>","data":<data>}}`.
+/// The frame of TBone's current source:
+/// `{"type":"event","payload":{"name":"<event>","data":<data>}}`, written
+/// compactly (TBone's Python writes it with `json.dumps`' spaces, and
+/// TBone 0.5.0.4 on PyPI sends `{"event": .., "data": ..}`; a JSON client
+/// reads either the same way).
 ///
 /// ```
 /// use tbone_dispatch::{Envelope, Payload, TBoneEnvelope};
@@ -63,6 +87,46 @@ impl Envelope for TBoneEnvelope {
         out.push_str(MIDDLE);
         out.push_str(data.as_str());
         out.push_str(TAIL);
+        Frame::from(out)
+    }
+}
+
+/// TBone's frame with the event's position beside its payload, for clients
+/// that resume after a reconnect:
+/// `{"type":"event","payload":{"name":"<event>","data":<data>},"position":"<position>"}`.
+/// TBone's own clients ignore the extra key. Events without a position
+/// (no history, no backend position) get TBone's frame unchanged.
+///
+/// ```
+/// use tbone_dispatch::{Envelope, Payload, Position, PositionedEnvelope};
+///
+/// let data = Payload::encode(&1).unwrap();
+/// let position = Position::new("17a-3").unwrap();
+/// assert_eq!(
+///     PositionedEnvelope.encode_at("tick", &data, &position).as_str(),
+///     r#"{"type":"event","payload":{"name":"tick","data":1},"position":"17a-3"}"#
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PositionedEnvelope;
+
+impl Envelope for PositionedEnvelope {
+    fn encode(&self, event: &str, data: &Payload) -> Frame {
+        TBoneEnvelope.encode(event, data)
+    }
+
+    fn encode_at(&self, event: &str, data: &Payload, position: &Position) -> Frame {
+        let mut out = String::with_capacity(
+            HEAD.len() + event.len() + MIDDLE.len() + data.len() + position.as_str().len() + 20,
+        );
+        out.push_str(HEAD);
+        push_json_string(&mut out, event);
+        out.push_str(MIDDLE);
+        out.push_str(data.as_str());
+        // A position is printable ASCII without quotes or backslashes.
+        out.push_str(r#"},"position":""#);
+        out.push_str(position.as_str());
+        out.push_str("\"}");
         Frame::from(out)
     }
 }

@@ -7,10 +7,10 @@ use crate::{BackendError, CarrierId, CloseReason, PayloadError, SpawnError};
 #[non_exhaustive]
 pub enum ChannelError {
     /// A channel with this name exists with another backend or runtime.
-    #[error("channel `{name}` already exists as `{existing}`, so it cannot be opened as `{requested}`: channels are singletons by name; pick another name or open it with the same backend")]
+    #[error("channel `{channel}` already exists as `{existing}`, so it cannot be opened as `{requested}`: channels are singletons by name; pick another name or open it with the same backend")]
     BackendMismatch {
         /// The channel's name.
-        name: String,
+        channel: String,
         /// The type of the existing channel.
         existing: &'static str,
         /// The type that was asked for.
@@ -18,10 +18,10 @@ pub enum ChannelError {
     },
     /// A channel with this name exists with other settings (another
     /// envelope, limits, database or backend options).
-    #[error("channel `{name}` already exists with other settings ({existing}), so it cannot be opened with {requested}: channels are singletons by name; open it with the same settings, or pick another name")]
+    #[error("channel `{channel}` already exists with other settings ({existing}), so it cannot be opened with {requested}: channels are singletons by name; open it with the same settings, or pick another name")]
     SettingsMismatch {
         /// The channel's name.
-        name: String,
+        channel: String,
         /// The settings of the existing channel.
         existing: String,
         /// The settings asked for.
@@ -29,22 +29,22 @@ pub enum ChannelError {
     },
     /// The channel's consumer task ended without [`Channel::stop`](crate::Channel::stop):
     /// its runtime shut down (one runtime per test, say).
-    #[error("the consumer of channel `{name}` ended with its runtime; open the channel again by name (on a running runtime) to get a new instance")]
+    #[error("the consumer of channel `{channel}` ended with its runtime; open the channel again by name (on a running runtime) to get a new instance")]
     ConsumerGone {
         /// The channel's name.
-        name: String,
+        channel: String,
     },
     /// The channel was stopped; open it again by name to get a new one.
-    #[error("channel `{name}` is stopped; open it again by name to get a new instance")]
+    #[error("channel `{channel}` is stopped; open it again by name to get a new instance")]
     Stopped {
         /// The channel's name.
-        name: String,
+        channel: String,
     },
     /// The backend failed to start consuming.
-    #[error("channel `{name}`: the backend could not start consuming: {source}")]
+    #[error("channel `{channel}`: the backend could not start consuming: {source}")]
     Backend {
         /// The channel's name.
-        name: String,
+        channel: String,
         /// What the backend said.
         #[source]
         source: BackendError,

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
+
+use crate::Position;
 
 /// One encoded event, ready to be written to a carrier (a websocket text
 /// frame, an SSE `data:` line, ...).
@@ -12,6 +14,12 @@ use bytes::Bytes;
 /// only bumps a reference count, so ten thousand carriers share one buffer.
 /// The contents are always valid UTF-8 text.
 ///
+/// Beside its text, a frame a channel delivers knows the [`Position`] of
+/// its event ([`Frame::position`]), for carriers that send it apart from
+/// the text (a server-sent event's `id:` line), and whether it is the frame
+/// telling a resuming client that recovery failed
+/// ([`Frame::is_recovery_failed`]). Frames are equal when their text is.
+///
 /// ```
 /// use tbone_dispatch::Frame;
 ///
@@ -19,53 +27,163 @@ use bytes::Bytes;
 /// let copy = frame.clone(); // no copy of the bytes
 /// assert_eq!(copy.as_str(), r#"{"hello":"world"}"#);
 /// assert_eq!(frame.len(), 17);
+/// assert_eq!(frame.position(), None);
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Frame(Bytes);
+#[derive(Clone)]
+pub struct Frame {
+    /// The event's position, if it has one, then the text: one buffer, so
+    /// that a frame stays as small and as cheap to clone for each carrier
+    /// as its bytes alone. (A `Position` field beside them cost the fan-out
+    /// to 10 000 carriers 8-15%.)
+    bytes: Bytes,
+    /// Where the text starts in `bytes`: the position's length.
+    text: u8,
+    kind: Kind,
+}
+
+/// What a frame stands for, beside its text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    /// An event; its position precedes the text.
+    Event,
+    /// The envelope's `recovery_failed` frame.
+    RecoveryFailed,
+}
 
 impl Frame {
+    const fn plain(bytes: Bytes) -> Self {
+        Frame {
+            bytes,
+            text: 0,
+            kind: Kind::Plain,
+        }
+    }
+
     /// A frame over a static string, without allocating.
     pub const fn from_static(text: &'static str) -> Self {
-        Frame(Bytes::from_static(text.as_bytes()))
+        Frame::plain(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// This frame, as the encoding of the event at `position` (what a
+    /// channel does with each event it delivers). Copies the text once, to
+    /// keep the position in the same buffer.
+    ///
+    /// ```
+    /// use tbone_dispatch::{Frame, Position};
+    ///
+    /// let frame = Frame::from("{}").with_position(&Position::new("17a-3").unwrap());
+    /// assert_eq!(frame.position(), Some("17a-3"));
+    /// assert_eq!(frame, Frame::from("{}")); // equal: same text
+    /// ```
+    pub fn with_position(self, position: &Position) -> Self {
+        let token = position.as_str().as_bytes();
+        // Always fits: a position is at most 128 bytes.
+        let Ok(text) = u8::try_from(token.len()) else {
+            return self;
+        };
+        let mut buffer = Vec::with_capacity(token.len() + self.len());
+        buffer.extend_from_slice(token);
+        buffer.extend_from_slice(self.as_bytes());
+        Frame {
+            bytes: Bytes::from(buffer),
+            text,
+            kind: Kind::Event,
+        }
+    }
+
+    /// The position of the event this frame encodes, when a channel
+    /// delivered it with one (see
+    /// [`Channel::subscribe_after`](crate::Channel::subscribe_after)): a
+    /// valid [`Position`]'s text.
+    pub fn position(&self) -> Option<&str> {
+        match self.kind {
+            // Copied from a `Position`: ASCII, so this never fails.
+            Kind::Event => std::str::from_utf8(&self.bytes[..usize::from(self.text)]).ok(),
+            Kind::Plain | Kind::RecoveryFailed => None,
+        }
+    }
+
+    /// Marks this frame as the envelope's
+    /// [`recovery_failed`](crate::Envelope::recovery_failed) frame.
+    pub(crate) fn into_recovery_failed(self) -> Self {
+        let text = usize::from(self.text);
+        let mut bytes = self.bytes;
+        bytes.advance(text);
+        Frame {
+            bytes,
+            text: 0,
+            kind: Kind::RecoveryFailed,
+        }
+    }
+
+    /// Whether this is the frame
+    /// [`Channel::subscribe_after`](crate::Channel::subscribe_after) sends
+    /// a client whose position is not in the history (the envelope's
+    /// [`recovery_failed`](crate::Envelope::recovery_failed)), so a carrier
+    /// can send it its own way (an SSE carrier as an `event:
+    /// recovery_failed`).
+    pub fn is_recovery_failed(&self) -> bool {
+        self.kind == Kind::RecoveryFailed
     }
 
     /// The frame as text.
     pub fn as_str(&self) -> &str {
-        // SAFETY: every constructor takes a `String` or `&str`, so the bytes
-        // are valid UTF-8; `Frame` never exposes them mutably. Re-validating
-        // here would cost O(len) per carrier per event on the hot path.
+        // SAFETY: every constructor takes a `String` or `&str`, so the text
+        // is valid UTF-8, and the position before it is ASCII, so the text
+        // starts on a character boundary; `Frame` never exposes the bytes
+        // mutably. Re-validating here would cost O(len) per carrier per
+        // event on the hot path.
         #[allow(unsafe_code)]
         unsafe {
-            std::str::from_utf8_unchecked(&self.0)
+            std::str::from_utf8_unchecked(self.as_bytes())
         }
     }
 
-    /// The frame's bytes (valid UTF-8), shared with every other clone.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+    /// The frame's text as bytes (valid UTF-8), shared with every other
+    /// clone.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[usize::from(self.text)..]
     }
 
-    /// The shared bytes, for carriers that write binary buffers. The bytes
-    /// are valid UTF-8, so they can be turned into a text message without
-    /// copying.
+    /// The shared bytes of the text, for carriers that write binary
+    /// buffers. They are valid UTF-8, so they can be turned into a text
+    /// message without copying.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        let mut bytes = self.bytes;
+        // Moves the start past the position: no copy, no reference count.
+        bytes.advance(usize::from(self.text));
+        bytes
     }
 
-    /// Length in bytes.
+    /// Length of the text in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.bytes.len() - usize::from(self.text)
     }
 
-    /// Whether the frame holds no bytes.
+    /// Whether the frame holds no text.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+}
+
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Frame {}
+
+impl std::hash::Hash for Frame {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
 impl From<String> for Frame {
     fn from(text: String) -> Self {
-        Frame(Bytes::from(text))
+        Frame::plain(Bytes::from(text))
     }
 }
 
@@ -90,5 +208,34 @@ impl fmt::Debug for Frame {
 impl fmt::Display for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MAX_POSITION_LEN;
+
+    #[test]
+    fn the_position_travels_beside_the_text() {
+        for len in [1, 24, MAX_POSITION_LEN] {
+            let token = "7".repeat(len);
+            let position = Position::new(&token).unwrap();
+            let frame = Frame::from("{\"é\":1}".to_string()).with_position(&position);
+            let copy = frame.clone();
+            assert_eq!(copy.position(), Some(token.as_str()));
+            assert_eq!((copy.as_str(), copy.len()), ("{\"é\":1}", 8));
+            assert_eq!(&copy.clone().into_bytes()[..], "{\"é\":1}".as_bytes());
+            assert_eq!(
+                copy.as_bytes().as_ptr(),
+                frame.as_bytes().as_ptr(),
+                "shared"
+            );
+            assert!(!frame.is_recovery_failed());
+            let failed = frame.into_recovery_failed();
+            assert_eq!((failed.as_str(), failed.position()), ("{\"é\":1}", None));
+            assert!(failed.is_recovery_failed());
+        }
+        assert_eq!(Frame::from("{}").position(), None);
     }
 }

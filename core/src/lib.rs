@@ -19,6 +19,9 @@
 //!   messages, the application's messages ([`MessageHandler`]) and TBone's
 //!   requests ([`multiplexer`]) in; authorization before the upgrade
 //!   ([`Authorizer`], [`OriginPolicy`]); per-connection [`Limits`].
+//! - **Server-sent events** ([`sse`]): a carrier whose client is a
+//!   `text/event-stream` body any HTTP server can send, with event ids,
+//!   `Last-Event-ID` resume and keep-alive.
 //!
 //! **What is a pure state machine and what drives it.** Pure (no tasks,
 //! locks, timers or IO; time is an argument, output is polled):
@@ -35,6 +38,10 @@
 //!
 //! - `websocket` (off; the runtime crates turn it on): the `websocket`
 //!   module, over async-tungstenite.
+//! - `metrics` (off): channels and sockets record counters, gauges and a
+//!   delivery latency histogram through the `metrics` facade; the
+//!   [`observe`] module lists them. Publish and delivery also open
+//!   `tracing` spans (`publish`, `deliver`, at trace level) either way.
 //!
 //! ```
 //! use futures::StreamExt;
@@ -82,15 +89,19 @@ mod envelope;
 mod error;
 mod export;
 mod frame;
+mod history;
 mod memory;
 pub mod model;
 pub mod multiplexer;
+pub mod observe;
 mod payload;
+mod position;
 pub mod queue;
 mod registry;
 mod runtime;
 mod signal;
 pub mod socket;
+pub mod sse;
 mod subscriptions;
 pub mod tailing;
 pub mod testing;
@@ -102,12 +113,16 @@ pub use carrier::{
     close_code, Carrier, CarrierConfig, CarrierId, CloseReason, Outgoing, OverflowPolicy,
     PresenceGuard,
 };
-pub use channel::{Channel, ChannelBuilder, ChannelStats, Delivered, DEFAULT_MAX_EVENT_NAME};
-pub use envelope::{push_json_string, Envelope, TBoneEnvelope};
+pub use channel::{
+    Channel, ChannelBuilder, ChannelStats, Delivered, HistoryStats, Resumed, DEFAULT_MAX_EVENT_NAME,
+};
+pub use envelope::{push_json_string, Envelope, PositionedEnvelope, TBoneEnvelope};
 pub use error::{ChannelError, PublishError, SubscribeError};
 pub use frame::Frame;
+pub use history::{History, HistoryLimits, Recorded};
 pub use memory::{MemoryBackend, DEFAULT_MEMORY_CAPACITY};
 pub use payload::{Payload, PayloadError, DEFAULT_MAX_PAYLOAD, MAX_DEPTH};
+pub use position::{Position, PositionError, MAX_POSITION_LEN};
 pub use queue::TrySendError;
 pub use runtime::{Runtime, SpawnError, Task};
 pub use signal::{

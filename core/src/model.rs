@@ -1,5 +1,11 @@
 //! Model signals: TBone's `post_save` and `post_delete`, and the receiver
 //! that turns them into REST-like channel events.
+//!
+//! Resource events leave in the order their signals are sent. A store whose
+//! writes of one document can run concurrently keeps that order equal to
+//! the order of the writes by holding the document's [`WriteOrder`] turn
+//! from before each write until its signal was sent (the Mongo
+//! `ModelCollection` does).
 
 use std::any::Any;
 use std::error::Error as StdError;
@@ -7,6 +13,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
+
+mod write_order;
+
+pub use write_order::{WriteOrder, WriteTurn};
 
 use crate::{
     Backend, Channel, Connection, Payload, PayloadError, Receiver, Runtime, Sender, Signal,

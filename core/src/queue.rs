@@ -32,6 +32,7 @@ use futures::Stream;
 pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         held: AtomicUsize::new(0),
+        surplus: AtomicUsize::new(0),
         senders_waiting: AtomicBool::new(false),
         state: Mutex::new(State {
             items: VecDeque::new(),
@@ -57,6 +58,10 @@ struct Shared<T> {
     /// Items the receiver moved out to its own buffer and has not yielded
     /// yet: they still count against the capacity.
     held: AtomicUsize,
+    /// Items queued past the capacity (a replay of history) and not yet
+    /// yielded: they do not count against the capacity, so live items
+    /// behind a long replay still find room.
+    surplus: AtomicUsize,
     /// Whether a sender waits for room (so a pop from the receiver's own
     /// buffer must take the lock to wake it).
     senders_waiting: AtomicBool,
@@ -74,7 +79,20 @@ struct State<T> {
 
 impl<T> Shared<T> {
     fn has_room(&self, state: &State<T>) -> bool {
-        state.items.len() + self.held.load(Ordering::Acquire) < state.capacity
+        let queued = state.items.len() + self.held.load(Ordering::Acquire);
+        queued.saturating_sub(self.surplus.load(Ordering::Acquire)) < state.capacity
+    }
+
+    /// One item left the queue: it pays off the surplus first. (It may be
+    /// an item queued before the surplus; the count is then short of room
+    /// for a while, never over capacity, and exact once the surplus is
+    /// paid.)
+    fn yielded(&self) {
+        if self.surplus.load(Ordering::Acquire) > 0 {
+            let _ = self
+                .surplus
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
     }
 
     // The queue's invariants hold between statements, so a panic elsewhere
@@ -177,6 +195,30 @@ impl<T: Send + 'static> Sender<T> {
             waker.wake();
         }
         (queued, refused)
+    }
+
+    /// Enqueues every item of `items` whatever the capacity (a replay of
+    /// history, bounded by the history's own limits). Returns how many were
+    /// queued: none once the receiver is gone.
+    pub(crate) fn send_past_capacity(&self, items: &mut dyn Iterator<Item = T>) -> usize {
+        let mut state = self.shared.lock();
+        if !state.receiver_alive {
+            return 0;
+        }
+        let before = state.items.len();
+        state.items.extend(items);
+        let queued = state.items.len() - before;
+        self.shared.surplus.fetch_add(queued, Ordering::AcqRel);
+        let waker = if queued > 0 {
+            state.receiver_waker.take()
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        queued
     }
 
     /// Enqueues, waiting for room. Hands the item back if the receiver is
@@ -291,6 +333,7 @@ impl<T> Stream for Receiver<T> {
         let this = self.get_mut();
         if let Some(item) = this.local.pop_front() {
             this.shared.held.fetch_sub(1, Ordering::AcqRel);
+            this.shared.yielded();
             if this.shared.senders_waiting.load(Ordering::Acquire) {
                 let wakers = {
                     let mut state = this.shared.lock();
@@ -317,6 +360,7 @@ impl<T> Stream for Receiver<T> {
             for waker in wakers {
                 waker.wake();
             }
+            this.shared.yielded();
             return Poll::Ready(this.local.pop_front());
         }
         if state.senders == 0 {
@@ -333,6 +377,7 @@ impl<T> Drop for Receiver<T> {
         state.receiver_alive = false;
         let items = std::mem::take(&mut state.items);
         self.shared.held.store(0, Ordering::Release);
+        self.shared.surplus.store(0, Ordering::Release);
         let wakers = std::mem::take(&mut state.sender_wakers);
         drop(state);
         drop(items);

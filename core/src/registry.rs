@@ -46,7 +46,7 @@ fn lookup<T: Any + Send + Sync>(
 ) -> Option<Result<Found<T>, ChannelError>> {
     let found = registry.get(wanted.name)?;
     let mismatch = || ChannelError::BackendMismatch {
-        name: wanted.name.to_string(),
+        channel: wanted.name.to_string(),
         existing: found.type_name,
         requested: wanted.type_name,
     };
@@ -61,7 +61,7 @@ fn lookup<T: Any + Send + Sync>(
     }
     if found.settings != wanted.settings {
         return Some(Err(ChannelError::SettingsMismatch {
-            name: wanted.name.to_string(),
+            channel: wanted.name.to_string(),
             existing: found.settings.clone(),
             requested: wanted.settings.to_string(),
         }));

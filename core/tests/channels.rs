@@ -15,8 +15,8 @@ use futures::{Sink, StreamExt};
 use tbone_dispatch::testing::ManualRuntime;
 use tbone_dispatch::{
     close_code, serve_socket, Carrier, CarrierConfig, Channel, ChannelBuilder, ChannelError,
-    CloseReason, Envelope, Frame, Incoming, MemoryBackend, Outgoing, OverflowPolicy, Payload,
-    PublishError, ReadError, SocketOptions, SubscribeError, TBoneEnvelope,
+    CloseReason, Envelope, Frame, HistoryLimits, Incoming, MemoryBackend, Outgoing, OverflowPolicy,
+    Payload, PublishError, ReadError, SocketOptions, SubscribeError, TBoneEnvelope,
 };
 
 type Memory = Channel<MemoryBackend, ManualRuntime>;
@@ -129,8 +129,10 @@ impl Envelope for Counting {
 fn each_event_is_encoded_once_and_its_bytes_shared() {
     let rt = ManualRuntime::new();
     let encodes = Arc::new(AtomicUsize::new(0));
+    // Without a history, an event nobody listens to is never encoded.
     let ch = ChannelBuilder::new("core-tests-encode-once")
         .envelope(Counting(encodes.clone()))
+        .history(HistoryLimits::off())
         .open(rt.clone(), MemoryBackend::new)
         .unwrap();
     ch.kickoff().unwrap();

@@ -522,6 +522,162 @@ fn going_away_and_failed_subscriptions() {
     assert_eq!(session.close_reason(), Some(&CloseReason::Overflow));
 }
 
+#[test]
+fn with_resume_messages_the_events_wait_for_the_first_message() {
+    let start = Instant::now();
+    let options = SocketOptions::new(["e"])
+        .resume_message(true)
+        .control_messages(true);
+    let mut session = Session::new(&options, names(&["pubsub"]), start);
+    assert!(session.wants_read());
+    // A pong is not the first message.
+    session.handle_message(start, Incoming::Alive);
+    assert_eq!(actions(&mut session), []);
+
+    session.handle_message(start, text(r#"{"action":"resume","position":"17a-3"}"#));
+    assert_eq!(
+        actions(&mut session),
+        [Action::SubscribeEvents {
+            resume: Some((0, "17a-3".into()))
+        }]
+    );
+    assert!(!session.wants_read(), "nothing read before the replay");
+    session.events_subscribed(Ok(()));
+    assert_eq!(actions(&mut session), []);
+    assert!(session.wants_read());
+    assert_eq!(
+        session.client_subscriptions(),
+        0,
+        "the server's, not the client's"
+    );
+
+    // Once is all: a later one says how to resume instead.
+    session.handle_message(start, text(r#"{"action":"resume","position":"17a-9"}"#));
+    let sent = actions(&mut session);
+    assert!(
+        error_message(&sent[0]).is_some_and(|m| m.contains("last_position")),
+        "{sent:?}"
+    );
+    assert!(!session.is_closed());
+}
+
+#[test]
+fn a_resume_message_without_a_position_starts_live() {
+    let start = Instant::now();
+    let options = SocketOptions::new(["e"]).resume_message(true);
+    let mut session = Session::new(&options, names(&["pubsub"]), start);
+    session.handle_message(start, text(r#"{"action":"resume"}"#));
+    assert_eq!(
+        actions(&mut session),
+        [Action::SubscribeEvents { resume: None }]
+    );
+}
+
+#[test]
+fn another_first_message_subscribes_the_events_live_then_is_handled() {
+    let start = Instant::now();
+    let options = SocketOptions::new(["e"])
+        .resume_message(true)
+        .on_message(ignore);
+    let mut session = Session::new(&options, names(&["pubsub"]), start);
+    session.handle_message(start, text("hello"));
+    assert_eq!(
+        actions(&mut session),
+        [Action::SubscribeEvents { resume: None }]
+    );
+    assert!(!session.wants_read());
+    assert_eq!(
+        session.in_flight(),
+        0,
+        "not before the events are subscribed"
+    );
+    session.events_subscribed(Ok(()));
+    assert_eq!(
+        actions(&mut session),
+        [Action::Deliver(ClientMessage::Text("hello".into()))]
+    );
+    assert_eq!(session.in_flight(), 1);
+}
+
+#[test]
+fn a_resume_message_names_the_channel_where_several_are_served() {
+    let start = Instant::now();
+    let options = SocketOptions::new(["e"]).resume_message(true);
+    let mut session = Session::new(&options, names(&["pubsub", "chat"]), start);
+
+    session.handle_message(start, text(r#"{"action":"resume","position":"p"}"#));
+    let sent = actions(&mut session);
+    assert_eq!(
+        error_message(&sent[0]).as_deref(),
+        Some("name the channel: this socket serves pubsub, chat")
+    );
+    session.handle_message(
+        start,
+        text(r#"{"action":"resume","position":"p","channel":"nope"}"#),
+    );
+    assert_eq!(actions(&mut session).len(), 1, "an error frame");
+    assert!(session.wants_read(), "still waiting for a served channel");
+
+    session.handle_message(
+        start,
+        text(r#"{"action":"resume","position":"c-4","channel":"chat"}"#),
+    );
+    assert_eq!(
+        actions(&mut session),
+        [Action::SubscribeEvents {
+            resume: Some((1, "c-4".into()))
+        }]
+    );
+}
+
+#[test]
+fn without_resume_messages_a_resume_message_is_not_obeyed() {
+    let start = Instant::now();
+    let resume = r#"{"action":"resume","position":"p"}"#;
+    // With control messages: an error frame saying how to resume.
+    let options = SocketOptions::new(["e"]).control_messages(true);
+    let mut session = Session::new(&options, names(&["pubsub"]), start);
+    session.handle_message(start, text(resume));
+    let sent = actions(&mut session);
+    assert!(error_message(&sent[0]).is_some(), "{sent:?}");
+    // Without: the application's message, as any other.
+    let options = SocketOptions::new(["e"]).on_message(ignore);
+    let mut session = Session::new(&options, names(&["pubsub"]), start);
+    session.handle_message(start, text(resume));
+    assert_eq!(
+        actions(&mut session),
+        [Action::Deliver(ClientMessage::Text(resume.into()))]
+    );
+}
+
+#[test]
+fn events_that_cannot_be_subscribed_close_the_socket() {
+    let start = Instant::now();
+    let options = SocketOptions::new(["e"]).resume_message(true);
+    let resume = text(r#"{"action":"resume","position":"p"}"#);
+    let failing = |error: SubscribeError| {
+        let mut session = Session::new(&options, names(&["pubsub"]), start);
+        session.handle_message(start, resume.clone());
+        actions(&mut session);
+        session.events_subscribed(Err(error));
+        the_close(&mut session)
+    };
+    let (reason, after_queued) = failing(SubscribeError::Stopped {
+        channel: "pubsub".into(),
+    });
+    assert_eq!(
+        (code(&reason), after_queued),
+        (Some(close_code::GOING_AWAY), true)
+    );
+    let closed = failing(SubscribeError::CarrierClosed {
+        carrier: CarrierId::next(),
+        reason: CloseReason::Overflow,
+    });
+    assert_eq!(closed, (CloseReason::Overflow, false));
+    let (reason, _) = failing(SubscribeError::EventNameTooLong { len: 300, max: 256 });
+    assert_eq!(code(&reason), Some(close_code::INTERNAL_ERROR));
+}
+
 // ---------------------------------------------------------------------------
 // The model.
 
@@ -540,12 +696,15 @@ struct Setup {
     per_second: Option<u32>,
     ping: Duration,
     channels: usize,
+    /// The socket's events wait for a resume message.
+    resume: bool,
 }
 
 impl Setup {
     fn options(&self) -> SocketOptions {
         let options = SocketOptions::new(["initial"])
             .control_messages(self.control)
+            .resume_message(self.resume)
             .ping_interval(self.ping)
             .limits(
                 Limits::default()
@@ -587,6 +746,11 @@ enum Sent {
         event: usize,
         naming: Naming,
     },
+    /// `{"action":"resume"}`, with a position or not.
+    Resume {
+        position: bool,
+        naming: Naming,
+    },
     /// Claims to be a control message, and is not a valid one.
     Malformed(&'static str),
     /// Text that is not a control message.
@@ -623,6 +787,8 @@ enum Event {
     Handler(Handled),
     /// The pending subscription is done (if any).
     Subscribe(Subscribed),
+    /// The socket's own events are subscribed (if they were being).
+    Events(Subscribed),
     GoAway,
     CarrierClosed,
 }
@@ -653,6 +819,7 @@ enum Expect {
     Nothing,
     Deliver(ClientMessage),
     Subscribe(usize, String),
+    SubscribeEvents(Option<(usize, String)>),
     Unsubscribe(usize, String),
     ErrorFrame,
     Ping,
@@ -678,6 +845,9 @@ impl Expect {
             (Expect::Subscribe(c, e), [Action::Subscribe { channel, event }])
             | (Expect::Unsubscribe(c, e), [Action::Unsubscribe { channel, event }]) => {
                 c == channel && e == event
+            }
+            (Expect::SubscribeEvents(expected), [Action::SubscribeEvents { resume }]) => {
+                expected == resume
             }
             (Expect::ErrorFrame, [action]) => error_message(action).is_some(),
             (Expect::Ping, [Action::Ping]) => true,
@@ -721,6 +891,16 @@ fn rate_close() -> Expect {
     Expect::Close(Cause::Code(close_code::POLICY, "too many messages"), false)
 }
 
+/// The socket's own events, in the model.
+#[derive(Debug)]
+enum ModelEvents {
+    Subscribed,
+    AwaitingFirstMessage,
+    /// Being subscribed; the first message, handled after, if it was not
+    /// the resume message.
+    Subscribing(Option<Sent>),
+}
+
 /// The driver of one session, and the model its actions are checked
 /// against. Every input to the session goes through [`Harness::input`],
 /// which drains the actions it produced (as the driver does before
@@ -739,6 +919,10 @@ struct Harness {
     in_flight: usize,
     pending: Option<(usize, String)>,
     subscriptions: HashSet<(usize, String)>,
+    /// Where the socket's own events stand.
+    events: ModelEvents,
+    /// The first message, read while the events wait for it.
+    first: Option<Sent>,
     /// The session's Close action was seen (or the carrier closed).
     closed: bool,
     last_ping: Instant,
@@ -773,6 +957,11 @@ impl Harness {
     fn new(setup: Setup, order: Order, strict_rate: bool) -> Self {
         let start = Instant::now();
         let session = Session::new(&setup.options(), setup.names(), start);
+        let events = if setup.resume {
+            ModelEvents::AwaitingFirstMessage
+        } else {
+            ModelEvents::Subscribed
+        };
         Harness {
             setup,
             order,
@@ -784,6 +973,8 @@ impl Harness {
             in_flight: 0,
             pending: None,
             subscriptions: HashSet::new(),
+            events,
+            first: None,
             closed: false,
             last_ping: start,
             heard: true,
@@ -808,6 +999,7 @@ impl Harness {
         !self.closed
             && self.going_away.is_none()
             && self.pending.is_none()
+            && !matches!(self.events, ModelEvents::Subscribing(_))
             && self.in_flight < self.setup.in_flight_limit()
     }
 
@@ -844,6 +1036,16 @@ impl Harness {
                 }
                 assert!(channel < self.setup.channels);
                 self.pending = Some((channel, event));
+            }
+            Action::SubscribeEvents { resume } => {
+                if !matches!(self.events, ModelEvents::AwaitingFirstMessage) {
+                    self.fail(format!("events subscribed twice ({resume:?})"));
+                }
+                let held = self
+                    .first
+                    .take()
+                    .filter(|sent| !matches!(sent, Sent::Resume { .. }));
+                self.events = ModelEvents::Subscribing(held);
             }
             Action::Unsubscribe { channel, event } => {
                 self.subscriptions.remove(&(channel, event));
@@ -1025,7 +1227,63 @@ impl Harness {
                 };
                 (Incoming::Text(text), expect)
             }
+            Sent::Resume { .. } => {
+                let (text, _) = self.resume_text(sent);
+                let expect = if setup.control {
+                    Expect::ErrorFrame
+                } else {
+                    deliver_text(&text)
+                };
+                (Incoming::Text(text), expect)
+            }
             Sent::Close | Sent::Error(_) | Sent::End => unreachable!("not a message"),
+        }
+    }
+
+    /// A resume message's text, and the channel it names if the socket
+    /// serves it.
+    fn resume_text(&self, sent: &Sent) -> (String, Option<usize>) {
+        let Sent::Resume { position, naming } = sent else {
+            unreachable!("not a resume message")
+        };
+        let mut message = serde_json::json!({"action": "resume"});
+        if *position {
+            message["position"] = "p-7".into();
+        }
+        let channel = match naming {
+            Naming::Omitted => (self.setup.channels == 1).then_some(0),
+            Naming::Served(n) => {
+                let index = n % self.setup.channels;
+                message["channel"] = CHANNELS[index].into();
+                Some(index)
+            }
+            Naming::Unknown => {
+                message["channel"] = "elsewhere".into();
+                None
+            }
+        };
+        (message.to_string(), channel)
+    }
+
+    /// The rules for the first message of a socket whose events wait for
+    /// it (pings and pongs aside).
+    fn expect_first_message(&self, sent: &Sent) -> (Incoming, Expect) {
+        match sent {
+            Sent::Resume { position, .. } => {
+                let (text, channel) = self.resume_text(sent);
+                let expect = match channel {
+                    // Still waiting, for a channel it serves.
+                    None => Expect::ErrorFrame,
+                    Some(index) => {
+                        Expect::SubscribeEvents(position.then(|| (index, "p-7".to_string())))
+                    }
+                };
+                (Incoming::Text(text), expect)
+            }
+            other => {
+                let (message, _) = self.expect_message(other);
+                (message, Expect::SubscribeEvents(None))
+            }
         }
     }
 
@@ -1056,7 +1314,14 @@ impl Harness {
                 })
             }
             sent => {
-                let (message, expect) = self.expect_message(&sent);
+                let awaiting = matches!(self.events, ModelEvents::AwaitingFirstMessage)
+                    && !matches!(sent, Sent::Alive);
+                let (message, expect) = if awaiting {
+                    self.first = Some(sent.clone());
+                    self.expect_first_message(&sent)
+                } else {
+                    self.expect_message(&sent)
+                };
                 // Messages over the limit within the last second (this one
                 // included): only then may the rate limit close.
                 while self.fed.front().is_some_and(|t| now - *t >= SECOND) {
@@ -1258,6 +1523,49 @@ impl Harness {
                     });
                 }
             }
+            Event::Events(subscribed) => {
+                if let ModelEvents::Subscribing(held) = &mut self.events {
+                    let held = held.take();
+                    self.events = ModelEvents::Subscribed;
+                    let (outcome, expect) = match subscribed {
+                        Subscribed::Added | Subscribed::AlreadyWas | Subscribed::Refused => {
+                            // The first message is handled now, by the rules
+                            // of the moment.
+                            let expect = match &held {
+                                Some(sent) if !self.closed => self.expect_message(sent).1,
+                                _ => Expect::Nothing,
+                            };
+                            (Ok(()), expect)
+                        }
+                        Subscribed::TooLong => (
+                            Err(SubscribeError::EventNameTooLong { len: 300, max: 256 }),
+                            Expect::Close(
+                                Cause::Code(
+                                    close_code::INTERNAL_ERROR,
+                                    "the server is misconfigured",
+                                ),
+                                true,
+                            ),
+                        ),
+                        Subscribed::Stopped => (
+                            Err(SubscribeError::Stopped {
+                                channel: CHANNELS[0].into(),
+                            }),
+                            Expect::Close(Cause::Code(close_code::GOING_AWAY, ""), true),
+                        ),
+                        Subscribed::CarrierClosed(reason) => (
+                            Err(SubscribeError::CarrierClosed {
+                                carrier: CarrierId::next(),
+                                reason: reason.clone(),
+                            }),
+                            Expect::Close(Cause::Exact(reason), false),
+                        ),
+                    };
+                    self.input("events subscribed", expect, |s| {
+                        s.events_subscribed(outcome)
+                    });
+                }
+            }
             Event::GoAway => {
                 let now = self.now;
                 // With messages in the handler's hands, it waits for them
@@ -1320,16 +1628,20 @@ fn setup() -> impl Strategy<Value = Setup> {
             3 => prop::sample::select(vec![1_000u64, 2_500, 5_000]).prop_map(Duration::from_millis),
         ],
         1..=3usize,
+        prop::bool::weighted(0.3),
     )
         .prop_map(
-            |(control, handler, subscriptions, in_flight, per_second, ping, channels)| Setup {
-                control,
-                handler,
-                subscriptions,
-                in_flight,
-                per_second,
-                ping,
-                channels,
+            |(control, handler, subscriptions, in_flight, per_second, ping, channels, resume)| {
+                Setup {
+                    control,
+                    handler,
+                    subscriptions,
+                    in_flight,
+                    per_second,
+                    ping,
+                    channels,
+                    resume,
+                }
             },
         )
 }
@@ -1405,6 +1717,13 @@ fn benign(setup: &Setup) -> BoxedStrategy<Sent> {
         ),
         (if binary_lives { 1 } else { 0 }, binary()),
         (4, Just(Sent::Alive).boxed()),
+        (
+            // Later ones get an error frame, or go to the application.
+            2,
+            (any::<bool>(), naming())
+                .prop_map(|(position, naming)| Sent::Resume { position, naming })
+                .boxed(),
+        ),
     ])
 }
 
@@ -1458,6 +1777,13 @@ fn event(setup: &Setup) -> impl Strategy<Value = Event> {
             .prop_map(Subscribed::CarrierClosed),
         ]
         .prop_map(Event::Subscribe),
+        5 => prop_oneof![
+            16 => Just(Subscribed::Added),
+            1 => Just(Subscribed::TooLong),
+            1 => Just(Subscribed::Stopped),
+            1 => Just(Subscribed::CarrierClosed(CloseReason::Overflow)),
+        ]
+        .prop_map(Event::Events),
         1 => prop_oneof![Just(Event::GoAway), Just(Event::CarrierClosed)],
     ]
 }

@@ -14,12 +14,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::{mpsc, oneshot};
 use futures::{Future, Stream, StreamExt};
-use tbone_dispatch::socket::Connection;
+use tbone_dispatch::socket::{Connection, LAST_POSITION};
 use tbone_dispatch::testing::ManualRuntime;
 use tbone_dispatch::{
     close_code, serve_socket, Authorizer, Channel, ChannelBuilder, Channels, ClientMessage,
     CloseReason, ConnectRequest, Frame, HandlerError, Incoming, Limits, MemoryBackend, Outgoing,
-    ReadError, Refusal, Runtime, SocketHandle, SocketOptions,
+    PositionedEnvelope, ReadError, Refusal, Runtime, SocketHandle, SocketOptions,
 };
 
 type Memory = Channel<MemoryBackend, ManualRuntime>;
@@ -819,4 +819,218 @@ fn a_carrier_closed_before_its_socket_arrived_still_sends_the_close_frame() {
             "too slow: events were not read in time".into()
         )]
     );
+}
+
+// ---------------------------------------------------------------------------
+// Resuming after a reconnect.
+
+/// A running channel whose frames carry their positions.
+fn positioned(runtime: &ManualRuntime, name: &str) -> Memory {
+    let channel = ChannelBuilder::new(format!("driver-tests-{name}"))
+        .envelope(PositionedEnvelope)
+        .open(runtime.clone(), MemoryBackend::new)
+        .unwrap();
+    channel.kickoff().unwrap();
+    channel
+}
+
+/// A socket opened with the upgrade request for `target` (a path and
+/// query) and served.
+fn serve_at(
+    runtime: &ManualRuntime,
+    channels: impl Into<Channels<ManualRuntime>>,
+    options: SocketOptions,
+    target: &str,
+) -> Client {
+    let connection = runtime
+        .run(Connection::open(
+            channels,
+            options,
+            ConnectRequest::new(target),
+        ))
+        .unwrap()
+        .unwrap();
+    Client::serve(runtime, move |sink, stream| connection.serve(sink, stream))
+}
+
+/// The `data` and `position` of positioned event frames.
+fn positioned_events(frames: &[String]) -> Vec<(i64, String)> {
+    frames
+        .iter()
+        .map(|frame| {
+            let value: serde_json::Value = serde_json::from_str(frame).unwrap();
+            assert_eq!(value["type"], "event", "{frame}");
+            let data = value["payload"]["data"].as_i64().unwrap();
+            (data, value["position"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn data(events: &[(i64, String)]) -> Vec<i64> {
+    events.iter().map(|(data, _)| *data).collect()
+}
+
+/// A client that saw 1 and 2, then left while 3, 4 and 5 were published:
+/// returns the position of 2.
+fn left_after_two(rt: &ManualRuntime, ch: &Memory) -> String {
+    let mut first = serve(rt, ch, SocketOptions::new(["e"]));
+    publish(rt, ch, "e", 1);
+    publish(rt, ch, "e", 2);
+    let seen = positioned_events(&first.frames());
+    assert_eq!(data(&seen), [1, 2]);
+    first.send(Incoming::Close);
+    assert_eq!(first.ended(), Some(CloseReason::PeerClosed));
+    for n in 3..=5 {
+        publish(rt, ch, "e", n);
+    }
+    seen[1].1.clone()
+}
+
+#[test]
+fn a_socket_resumes_after_the_position_in_its_query() {
+    let rt = ManualRuntime::new();
+    let ch = positioned(&rt, "resume-query");
+    let last = left_after_two(&rt, &ch);
+
+    let mut again = serve_at(
+        &rt,
+        &ch,
+        SocketOptions::new(["e"]),
+        &format!("/ws/?{LAST_POSITION}={last}"),
+    );
+    publish(&rt, &ch, "e", 6);
+    let resumed = positioned_events(&again.frames());
+    assert_eq!(data(&resumed), [3, 4, 5, 6], "the missed events, then live");
+    // The positions go on from where the client stood.
+    again.send(Incoming::Close);
+    let mut later = serve_at(
+        &rt,
+        &ch,
+        SocketOptions::new(["e"]),
+        &format!("/ws/?{LAST_POSITION}={}", resumed[1].1),
+    );
+    assert_eq!(data(&positioned_events(&later.frames())), [5, 6]);
+}
+
+#[test]
+fn a_resume_message_replays_before_any_live_event() {
+    let rt = ManualRuntime::new();
+    let ch = positioned(&rt, "resume-message");
+    let last = left_after_two(&rt, &ch);
+    let options = SocketOptions::new(["e"]).resume_message(true);
+
+    let mut again = serve(&rt, &ch, options);
+    assert_eq!(ch.subscriber_count("e"), 0, "held until the first message");
+    // Published before the client said where it stands: replayed, in order.
+    publish(&rt, &ch, "e", 6);
+    assert_eq!(again.frames(), Vec::<String>::new());
+    again.text(&format!(r#"{{"action":"resume","position":"{last}"}}"#));
+    publish(&rt, &ch, "e", 7);
+    assert_eq!(data(&positioned_events(&again.frames())), [3, 4, 5, 6, 7]);
+    assert_eq!(again.ended(), None);
+}
+
+#[test]
+fn a_first_message_that_is_not_a_resume_starts_live_and_reaches_the_handler() {
+    let rt = ManualRuntime::new();
+    let ch = positioned(&rt, "resume-other-first");
+    let options = SocketOptions::new(["e"])
+        .resume_message(true)
+        .on_message(echo);
+    let mut client = serve(&rt, &ch, options);
+    publish(&rt, &ch, "e", 1);
+    client.text("hello");
+    publish(&rt, &ch, "e", 2);
+    let frames = client.frames();
+    assert_eq!(frames[0], "echo: hello", "{frames:?}");
+    assert_eq!(data(&positioned_events(&frames[1..])), [2], "live only");
+}
+
+#[test]
+fn a_socket_with_a_position_in_its_query_does_not_wait_for_a_resume_message() {
+    let rt = ManualRuntime::new();
+    let ch = positioned(&rt, "resume-query-and-message");
+    let last = left_after_two(&rt, &ch);
+    let options = SocketOptions::new(["e"])
+        .resume_message(true)
+        .control_messages(true);
+    let mut again = serve_at(&rt, &ch, options, &format!("/ws/?{LAST_POSITION}={last}"));
+    assert_eq!(ch.subscriber_count("e"), 1, "subscribed before the upgrade");
+    assert_eq!(data(&positioned_events(&again.frames())), [3, 4, 5]);
+    again.text(&format!(r#"{{"action":"resume","position":"{last}"}}"#));
+    let frames = again.frames();
+    assert_eq!(frames.len(), 1, "{frames:?}");
+    assert!(frames[0].contains(r#""type":"error""#), "{frames:?}");
+}
+
+#[test]
+fn an_unknown_position_gets_the_recovery_failed_frame_then_live_events() {
+    let rt = ManualRuntime::new();
+    let ch = positioned(&rt, "resume-unknown");
+    left_after_two(&rt, &ch);
+    for foreign in ["0-1", "not%20a%20position"] {
+        let mut client = serve_at(
+            &rt,
+            &ch,
+            SocketOptions::new(["e"]),
+            &format!("/ws/?{LAST_POSITION}={foreign}"),
+        );
+        publish(&rt, &ch, "e", 9);
+        let frames = client.frames();
+        let failed: serde_json::Value = serde_json::from_str(&frames[0]).unwrap();
+        // A text that is not a position at all is not echoed.
+        let sent = if foreign.contains("%20") { "" } else { foreign };
+        assert_eq!(
+            failed,
+            serde_json::json!({"type": "recovery_failed", "position": sent})
+        );
+        assert_eq!(data(&positioned_events(&frames[1..])), [9]);
+        client.send(Incoming::Close);
+    }
+}
+
+#[test]
+fn positions_are_per_channel_on_a_socket_of_two() {
+    let rt = ManualRuntime::new();
+    let pubsub = positioned(&rt, "resume-two-pubsub");
+    let chat = positioned(&rt, "resume-two-chat");
+    let options = SocketOptions::new(["e"]).events_on(chat.name(), ["m"]);
+    let channels = Channels::from(&pubsub).and(&chat);
+    let mut first = serve(&rt, channels.clone(), options.clone());
+    publish(&rt, &pubsub, "e", 1);
+    publish(&rt, &chat, "m", 10);
+    let seen = positioned_events(&first.frames());
+    first.send(Incoming::Close);
+    publish(&rt, &pubsub, "e", 2);
+    publish(&rt, &chat, "m", 11);
+
+    // Only the chat's position given: the chat replays, pubsub starts live.
+    let target = format!("/ws/?{LAST_POSITION}.{}={}", chat.name(), seen[1].1);
+    let mut chat_only = serve_at(&rt, channels.clone(), options.clone(), &target);
+    publish(&rt, &pubsub, "e", 3);
+    assert_eq!(data(&positioned_events(&chat_only.frames())), [11, 3]);
+    chat_only.send(Incoming::Close);
+
+    // Both: `last_position` is the default (first) channel's.
+    let target = format!(
+        "/ws/?{LAST_POSITION}={}&{LAST_POSITION}.{}={}",
+        seen[0].1,
+        chat.name(),
+        seen[1].1
+    );
+    let mut both = serve_at(&rt, channels.clone(), options.clone(), &target);
+    let mut replayed = data(&positioned_events(&both.frames()));
+    replayed.sort_unstable();
+    assert_eq!(replayed, [2, 3, 11]);
+
+    // A channel the socket does not serve: refused before the upgrade.
+    let refused = rt
+        .run(Connection::open(
+            channels,
+            options,
+            ConnectRequest::new(&format!("/ws/?{LAST_POSITION}.elsewhere=1")),
+        ))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(refused.status(), 400);
 }

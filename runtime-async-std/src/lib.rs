@@ -33,6 +33,13 @@
 //!   [`websocket`] (`accept`, `accept_and_serve`, `handshake`, `serve`).
 //! - `mongo`: `MongoChannel` and the model helper (the MongoDB driver runs
 //!   on a small tokio runtime owned by `tbone-dispatch-tokio`).
+//! - `redis`: `RedisChannel` (a Redis stream shared by every instance), in
+//!   `redis`: native on async-io, no tokio runtime.
+//! - `metrics`: counters, gauges and a latency histogram through the
+//!   `metrics` facade (the core's `observe` module lists them).
+//!
+//! Server-sent events for any HTTP server: [`sse::stream`] (the core's,
+//! re-exported), a `text/event-stream` body of `Bytes` chunks.
 //!
 //! [tbone-dispatch]: tbone_dispatch
 
@@ -59,3 +66,11 @@ pub use tbone_dispatch_tokio::mongo;
 /// with [`mongo::open`].
 #[cfg(feature = "mongo")]
 pub type MongoChannel = tbone_dispatch::Channel<mongo::MongoBackend, AsyncStd>;
+
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// A Redis-backed channel on this runtime (feature `redis`); open one with
+/// [`redis::open`].
+#[cfg(feature = "redis")]
+pub type RedisChannel = tbone_dispatch::Channel<redis::RedisBackend<AsyncStd>, AsyncStd>;

@@ -5,7 +5,12 @@
 //!   pre-encoded bytes to N receiver tasks (throughput in deliveries);
 //! - `unrelated_subscriptions/N`: publish to one subscriber while N
 //!   subscriptions exist on other events;
-//! - `subscribe_cycle`: subscribe + unsubscribe beside 1000 subscribers.
+//! - `subscribe_cycle`: subscribe + unsubscribe beside 1000 subscribers;
+//! - `metrics_cost/{no_recorder,prometheus}/N`: the fan-out with the
+//!   `metrics` feature on (these benchmarks build with it), first with no
+//!   recorder installed, then with Prometheus' recorder taking every
+//!   counter, gauge and latency sample, in one run. Run last: it installs
+//!   the process's recorder.
 //!
 //! `cargo bench -p tbone-dispatch-tokio --bench fanout`
 
@@ -263,5 +268,29 @@ fn queue_variant<R: Runtime + Default>(
     drop(carriers);
 }
 
-criterion_group!(benches, fanout, unrelated, subscribe_cycle);
+/// The fan-out without and with a metrics recorder, in one run.
+fn metrics_cost(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("metrics_cost");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    let sizes = [1usize, 1000];
+    for n in sizes {
+        group.throughput(Throughput::Elements((n * BATCH) as u64));
+        queue_variant::<Tokio>(&mut group, &rt, "no_recorder", n);
+    }
+    // Channels take their metric handles when created: the ones below
+    // record into Prometheus' recorder.
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the benchmark's process has no other recorder");
+    for n in sizes {
+        group.throughput(Throughput::Elements((n * BATCH) as u64));
+        queue_variant::<Tokio>(&mut group, &rt, "prometheus", n);
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout, unrelated, subscribe_cycle, metrics_cost);
 criterion_main!(benches);

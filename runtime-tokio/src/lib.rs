@@ -30,9 +30,17 @@
 //! - `websocket` (default): websockets over async-tungstenite, in
 //!   [`websocket`] (`accept`, `accept_and_serve`, `handshake`, `serve`).
 //! - `axum`: the axum integration, `axum_socket` (the `SocketUpgrade`
-//!   extractor, `router_multiplexer`).
+//!   extractor, `router_multiplexer`) and `axum_sse` (server-sent events:
+//!   the `SseRequest` extractor, `SseResponse`).
 //! - `mongo`: `MongoChannel` (a MongoDB capped collection shared by every
 //!   instance) and the model helper, in `mongo`.
+//! - `redis`: `RedisChannel` (a Redis stream shared by every instance), in
+//!   `redis`.
+//! - `metrics`: counters, gauges and a latency histogram through the
+//!   `metrics` facade (the core's `observe` module lists them).
+//!
+//! Server-sent events for any HTTP server: [`sse::stream`] (the core's,
+//! re-exported), a `text/event-stream` body of `Bytes` chunks.
 //!
 //! [tbone-dispatch]: tbone_dispatch
 
@@ -43,6 +51,9 @@ pub mod websocket;
 
 #[cfg(feature = "axum")]
 pub mod axum_socket;
+
+#[cfg(feature = "axum")]
+pub mod axum_sse;
 
 pub use runtime::Tokio;
 pub use tbone_dispatch::*;
@@ -59,3 +70,11 @@ pub mod mongo;
 /// [`mongo::open`].
 #[cfg(feature = "mongo")]
 pub type MongoChannel = tbone_dispatch::Channel<mongo::MongoBackend, Tokio>;
+
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// A Redis-backed channel on tokio (feature `redis`); open one with
+/// [`redis::open`].
+#[cfg(feature = "redis")]
+pub type RedisChannel = tbone_dispatch::Channel<redis::RedisBackend<Tokio>, Tokio>;

@@ -97,7 +97,7 @@ pub async fn backend_consume_error_fails_kickoff<R: TestRuntime>() {
         })
         .expect("open");
     match channel.kickoff() {
-        Err(ChannelError::Backend { name: n, source }) => {
+        Err(ChannelError::Backend { channel: n, source }) => {
             assert_eq!(n, name);
             assert!(
                 source.to_string().contains("cannot reach the database"),

@@ -301,3 +301,83 @@ impl Drop for Browser {
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
+
+/// A TCP proxy on 127.0.0.1 in front of a server, for tests that cut a
+/// page's connections as a network failure would: [`Proxy::cut`] drops
+/// every connection open now (no close frame, no HTTP response) and turns
+/// new ones away until [`Proxy::restore`]. Stops when dropped.
+pub struct Proxy {
+    /// Where the page connects.
+    pub addr: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+struct ProxyState {
+    up: bool,
+    connections: Vec<tokio::task::AbortHandle>,
+}
+
+impl Proxy {
+    /// Forwards every connection to `upstream`.
+    pub async fn start(upstream: std::net::SocketAddr) -> Proxy {
+        use std::sync::{Arc, Mutex, PoisonError};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the proxy");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let state = Arc::new(Mutex::new(ProxyState {
+            up: true,
+            connections: Vec::new(),
+        }));
+        let shared = state.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut state = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                if !state.up {
+                    // Turned away: the page sees its connection fail.
+                    continue;
+                }
+                let forward = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                state.connections.retain(|c| !c.is_finished());
+                state.connections.push(forward.abort_handle());
+            }
+        });
+        Proxy {
+            addr,
+            state,
+            accepting,
+        }
+    }
+
+    /// Drops every open connection, and turns new ones away.
+    pub fn cut(&self) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.up = false;
+        for connection in state.connections.drain(..) {
+            connection.abort();
+        }
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .up = true;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.cut();
+    }
+}

@@ -1,12 +1,13 @@
 //! Rules of channels.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
 use tbone_dispatch::{
-    CarrierConfig, ChannelBuilder, ChannelError, MemoryBackend, PayloadError, PublishError,
-    SubscribeError,
+    CarrierConfig, ChannelBuilder, ChannelError, HistoryLimits, MemoryBackend, PayloadError,
+    PublishError, SubscribeError,
 };
 
 use crate::support::{CountingEnvelope, LinesEnvelope, LoopbackBackend};
@@ -65,7 +66,7 @@ pub async fn same_name_with_other_backend_is_mismatch<R: TestRuntime>() {
         .expect_err("same name, other backend");
     match err {
         ChannelError::BackendMismatch {
-            name: n,
+            channel: n,
             existing,
             requested,
         } => {
@@ -334,7 +335,8 @@ pub async fn invalid_payload_is_refused_and_nothing_delivered<R: TestRuntime>() 
     assert!(nothing_received(&mut client));
 }
 
-/// The default frame is TBone's, byte for byte; `&()` publishes `null`.
+/// The default frame is TBone's envelope, written compactly; `&()`
+/// publishes `null`.
 pub async fn default_frame_is_tbone_bytes<R: TestRuntime>() {
     let channel = open_running::<R>("frame-bytes");
     let (carrier, mut client) = new_carrier::<R>();
@@ -352,7 +354,7 @@ pub async fn default_frame_is_tbone_bytes<R: TestRuntime>() {
     let frame = next_frame::<R>(&mut client, "null frame").await;
     let expected = r#"{"type":"event","payload":{"name":"resource_update","data":null}}"#;
     assert_eq!(frame.as_str(), expected);
-    assert_eq!(&frame.as_bytes()[..], expected.as_bytes());
+    assert_eq!(frame.as_bytes(), expected.as_bytes());
 
     channel
         .publish("resource_update", &json!({"id": 7, "text": "a\"b\n"}))
@@ -453,8 +455,11 @@ pub async fn each_event_encoded_once_and_frame_bytes_shared<R: TestRuntime>() {
 /// encoded.
 pub async fn events_without_subscribers_are_not_encoded<R: TestRuntime>() {
     let envelope = CountingEnvelope::default();
+    // Without a history: with one, every event is kept for resuming
+    // clients, and so encoded.
     let channel = ChannelBuilder::new(unique_name::<R>("no-subscribers"))
         .envelope(envelope.clone())
+        .history(HistoryLimits::off())
         .open(R::default(), MemoryBackend::new)
         .expect("open");
     channel.kickoff().expect("kickoff");
@@ -653,5 +658,145 @@ pub async fn stop_ends_channel_and_frees_its_name<R: TestRuntime>() {
         frame_data(&frame),
         json!(3),
         "event 2 was refused, event 3 delivered"
+    );
+}
+
+/// One document of the write-order tests: `n` counts its writes, `by` is
+/// the writer of this version.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct Tally {
+    /// How many writes the document has had.
+    pub n: i64,
+    /// The writer that made this version.
+    pub by: usize,
+}
+
+/// Checks the `resource_update` events of one document against its writes:
+/// `events` (their data, in arrival order) count `n` up by one from the
+/// first write, so they left in write order; each writer's own events are
+/// the versions its writes returned (`writes[w]`, in its write order); the
+/// last event is the stored state.
+pub fn assert_events_follow_writes(
+    runtime: &str,
+    events: &[serde_json::Value],
+    writes: &[Vec<i64>],
+    stored: &serde_json::Value,
+) {
+    let counted: Vec<i64> = events
+        .iter()
+        .map(|data| data["n"].as_i64().expect("an event with n"))
+        .collect();
+    let total = writes.iter().map(Vec::len).sum::<usize>() as i64;
+    let first = total - counted.len() as i64 + 1;
+    let expected: Vec<i64> = (first..=total).collect();
+    assert_eq!(
+        counted, expected,
+        "[{runtime}] the events of one document left out of its write order"
+    );
+    for (writer, returned) in writes.iter().enumerate() {
+        let seen: Vec<i64> = events
+            .iter()
+            .filter(|data| data["by"] == json!(writer))
+            .map(|data| data["n"].as_i64().expect("an event with n"))
+            .collect();
+        assert_eq!(
+            &seen, returned,
+            "[{runtime}] writer {writer}'s events are not in its write order"
+        );
+    }
+    assert_eq!(
+        events.last(),
+        Some(stored),
+        "[{runtime}] the last event a client sees is not the stored state"
+    );
+}
+
+/// Yields to the executor once: the time a real store takes to answer.
+async fn yield_once() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
+
+/// A store of tallies in memory, written as a store must write to keep
+/// its events in order: the document's turn is held from the write until
+/// its `post_save` has been sent.
+#[derive(Default)]
+struct Tallies {
+    stored: std::sync::Mutex<HashMap<u32, Tally>>,
+    order: tbone_dispatch::model::WriteOrder<u32>,
+}
+
+impl Tallies {
+    /// Counts a write of document `id` by `by`, then sends `post_save`
+    /// after `pause` yields (other writers run meanwhile). Returns `n`.
+    async fn increment(&self, id: u32, by: usize, pause: usize) -> i64 {
+        use tbone_dispatch::model::{send_model_signal, PostSave, POST_SAVE};
+        let _turn = self.order.turn(id).await;
+        let written = {
+            let mut stored = self.stored.lock().unwrap();
+            let tally = stored.entry(id).or_insert(Tally { n: 0, by });
+            tally.n += 1;
+            tally.by = by;
+            tally.clone()
+        };
+        for _ in 0..pause {
+            yield_once().await;
+        }
+        let n = written.n;
+        let saved = PostSave::new(Arc::new(written), false, Arc::new(())).unwrap();
+        send_model_signal(&POST_SAVE, tbone_dispatch::Sender::of::<Tally>(), saved).await;
+        n
+    }
+}
+
+/// Issue 12, defect 5 (memory path): concurrent writes of one document
+/// published their `resource_update` events in another order than the
+/// writes, so a client could end with an older version than the stored
+/// one. A store that holds the document's `WriteOrder` turn across write
+/// and signal delivers them in write order; other documents do not wait.
+pub async fn model_events_of_a_document_follow_its_writes<R: TestRuntime>() {
+    use tbone_dispatch::model::publish_resource_events;
+    const WRITERS: usize = 8;
+    const WRITES: usize = 25;
+    let channel = open_running::<R>("model-write-order");
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("resource_update", &carrier).unwrap();
+    let (_save, _delete) = publish_resource_events(&channel, tbone_dispatch::Sender::of::<Tally>());
+    let tallies = Tallies::default();
+
+    // Writers pause a different number of yields after each write, so
+    // without turns a later write's event overtakes an earlier one's.
+    let writers = (0..WRITERS).map(|by| {
+        let tallies = &tallies;
+        async move {
+            let mut returned = Vec::new();
+            for k in 0..WRITES {
+                returned.push(tallies.increment(7, by, (by * 7 + k) % 5).await);
+            }
+            returned
+        }
+    });
+    let writes = wait::<R, _>("the writes", futures::future::join_all(writers)).await;
+    let events: Vec<serde_json::Value> =
+        next_frames::<R>(&mut client, WRITERS * WRITES, "one event per write")
+            .await
+            .iter()
+            .map(frame_data)
+            .collect();
+    let stored = json!(tallies.stored.lock().unwrap()[&7]);
+    assert_events_follow_writes(R::name(), &events, &writes, &stored);
+    assert!(
+        tallies.order.is_empty(),
+        "[{}] turns are forgotten once no write holds or awaits them",
+        R::name()
     );
 }

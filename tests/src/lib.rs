@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::future::{self, Either};
+use futures::stream::BoxStream;
 use futures::{Sink, StreamExt};
 use tbone_dispatch::websocket as ws_core;
 use tbone_dispatch::{
@@ -33,8 +34,13 @@ pub mod carriers;
 pub mod channels;
 pub mod duplex;
 pub mod mongo;
+pub mod mongo_commands;
+pub mod redis;
+pub mod resume;
+pub mod resume_socket;
 pub mod signals;
 pub mod soak;
+pub mod sse;
 pub mod support;
 pub mod websocket;
 
@@ -54,7 +60,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 /// to run a test body, a name (to keep channel names unique per runtime),
 /// and the items the runtime crate itself exports, so the suite also checks
 /// that those aliases behave like the generic core.
-pub trait TestRuntime: Runtime + Default {
+pub trait TestRuntime: Runtime + Default + tbone_dispatch_redis::Connect {
     /// Short name of the runtime, used in channel names.
     fn name() -> &'static str;
 
@@ -110,7 +116,16 @@ pub trait TestRuntime: Runtime + Default {
     fn connect_tcp(
         addr: SocketAddr,
     ) -> impl Future<Output = io::Result<(websocket::ClientIo, SocketAddr)>> + Send;
+
+    /// A fresh port of 127.0.0.1 and the connections to it, accepted with
+    /// this runtime's networking: for the servers the suite writes itself
+    /// (the SSE tests' HTTP/1.1 loop).
+    fn accept_loopback() -> (SocketAddr, Connections);
 }
+
+/// Connections accepted by [`TestRuntime::accept_loopback`], with each
+/// client's address.
+pub type Connections = BoxStream<'static, io::Result<(websocket::ClientIo, SocketAddr)>>;
 
 impl TestRuntime for Tokio {
     fn name() -> &'static str {
@@ -177,6 +192,20 @@ impl TestRuntime for Tokio {
             Box::new(async_tungstenite::tokio::TokioAdapter::new(tcp)),
             local,
         ))
+    }
+
+    fn accept_loopback() -> (SocketAddr, Connections) {
+        let (listener, addr) = websocket::bind_loopback();
+        let listener = tokio::net::TcpListener::from_std(listener).expect("adopting the listener");
+        let incoming = futures::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(tcp, peer)| {
+                let io: websocket::ClientIo =
+                    Box::new(async_tungstenite::tokio::TokioAdapter::new(tcp));
+                (io, peer)
+            });
+            Some((accepted, listener))
+        });
+        (addr, incoming.boxed())
     }
 }
 
@@ -320,6 +349,21 @@ macro_rules! futures_io_runtime {
                 let tcp = net::TcpStream::connect(addr).await?;
                 let local = tcp.local_addr()?;
                 Ok((Box::new(tcp), local))
+            }
+
+            fn accept_loopback() -> (SocketAddr, Connections) {
+                use $net as net;
+                let (listener, addr) = websocket::bind_loopback();
+                let adopt = $adopt;
+                let listener: net::TcpListener = adopt(listener);
+                let incoming = futures::stream::unfold(listener, |listener| async move {
+                    let accepted = listener.accept().await.map(|(tcp, peer)| {
+                        let io: websocket::ClientIo = Box::new(tcp);
+                        (io, peer)
+                    });
+                    Some((accepted, listener))
+                });
+                (addr, incoming.boxed())
             }
         }
     };
@@ -515,6 +559,7 @@ macro_rules! conformance_suite {
                 events_published_before_kickoff_are_delivered,
                 stop_delivers_events_accepted_before_stop,
                 stop_ends_channel_and_frees_its_name,
+                model_events_of_a_document_follow_its_writes,
             }
             carriers {
                 sink_error_removes_carrier_from_every_channel,
@@ -543,6 +588,34 @@ macro_rules! conformance_suite {
                 server_killed_and_restarted_loses_and_repeats_nothing,
                 acknowledged_publishes_survive_a_server_crash,
                 publish_delivered_waits_for_the_instance_to_read_it_back,
+                writers_with_slow_clocks_are_delivered_from_kickoff,
+                documents_present_at_kickoff_are_never_delivered,
+                an_idle_instance_keeps_its_cursor,
+                stop_waits_for_the_tailing_task,
+                model_events_of_a_document_follow_its_writes,
+            }
+            redis {
+                two_instances_each_deliver_every_event_in_order,
+                stores_entries_as_key_and_json_data,
+                entries_present_at_kickoff_are_never_delivered,
+                malformed_entries_are_skipped_and_counted,
+                falling_behind_the_stream_reports_one_gap,
+                publish_delivered_waits_for_the_instance_to_read_it_back,
+                server_killed_and_restarted_loses_and_repeats_nothing,
+                a_cut_connection_is_survived,
+                stop_waits_for_the_tailing_task,
+            }
+            resume {
+                missed_events_are_replayed_then_live,
+                missed_events_are_replayed_then_live_on_mongo,
+                resume_while_publishing_continues,
+                resume_while_publishing_continues_on_mongo,
+                resume_on_another_mongo_instance,
+                unknown_positions_fail_recovery_then_go_live,
+                unknown_positions_fail_recovery_then_go_live_on_mongo,
+                carrier_dropped_for_overflow_resumes_without_loss,
+                carrier_dropped_for_overflow_resumes_without_loss_on_mongo,
+                a_replay_longer_than_the_queue_is_not_dropped_by_live_events,
             }
             websocket {
                 clients_receive_exact_text_frames,
@@ -574,6 +647,19 @@ macro_rules! conformance_suite {
                 message_rate_limit_closes_with_1008,
                 subscribed_before_the_handshake_response,
                 a_reply_after_publish_delivered_follows_the_event,
+            }
+            resume_socket {
+                a_reconnecting_client_receives_what_it_missed_once,
+                reconnecting_while_publishing_goes_on_loses_and_repeats_nothing,
+                an_unknown_position_gets_recovery_failed_then_live_events,
+                a_client_dropped_for_overflow_resumes_without_loss,
+                a_client_resumes_on_another_mongo_instance,
+            }
+            sse {
+                last_event_id_resumes_exactly_the_missed_events,
+                a_client_that_leaves_is_removed_without_an_event,
+                a_server_that_only_writes_finds_a_departed_client_by_its_keep_alive,
+                last_event_id_resumes_on_another_mongo_instance,
             }
         }
     };

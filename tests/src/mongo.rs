@@ -100,7 +100,7 @@ fn open<R: TestRuntime>(name: &str, db: &Database, options: MongoOptions) -> Mon
 }
 
 /// Collects frames until `done` says the collection is complete.
-async fn collect_until<R: TestRuntime>(
+pub(crate) async fn collect_until<R: TestRuntime>(
     client: &mut mpsc::UnboundedReceiver<Frame>,
     what: &str,
     mut done: impl FnMut(&[serde_json::Value]) -> bool,
@@ -118,7 +118,7 @@ async fn collect_until<R: TestRuntime>(
     seen
 }
 
-async fn frames_n<R: TestRuntime>(
+pub(crate) async fn frames_n<R: TestRuntime>(
     client: &mut mpsc::UnboundedReceiver<Frame>,
     n: usize,
     what: &str,
@@ -616,7 +616,10 @@ fn run_script(script: &str, args: &[&str]) -> BTreeMap<String, String> {
     try_run_script(script, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn try_run_script(script: &str, args: &[&str]) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn try_run_script(
+    script: &str,
+    args: &[&str],
+) -> Result<BTreeMap<String, String>, String> {
     let output = Command::new(script)
         .args(args)
         .output()
@@ -832,5 +835,298 @@ pub async fn publish_delivered_waits_for_the_instance_to_read_it_back<R: TestRun
     assert_eq!(
         frames_n::<R>(&mut client_b, 5, "instance b").await,
         expected
+    );
+}
+
+/// The document of the Mongo write-order test (its own type: the memory
+/// test's `Tally` has its own receivers in the same process).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Counted {
+    n: i64,
+    by: usize,
+}
+
+/// Issue 12, defect 5 (Mongo path): two concurrent updates of one document
+/// through `ModelCollection` could publish their `resource_update` events
+/// in the opposite order to the writes, so clients ended with an older
+/// version than the stored one. Writers in parallel tasks `$inc` one
+/// document: the events count up in write order, each writer's events are
+/// the versions its updates returned, and the last event is what is
+/// stored.
+pub async fn model_events_of_a_document_follow_its_writes<R: TestRuntime>() {
+    const WRITERS: usize = 8;
+    const WRITES: usize = 12;
+    let db = database::<R>("model_order").await;
+    let channel = open::<R>(
+        &unique_name::<R>("mongo-model-order"),
+        &db,
+        MongoOptions::default(),
+    );
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("resource_update", &carrier).unwrap();
+    let (_save, _delete) = publish_resource_events(&channel, Sender::of::<Counted>());
+    let counted = ModelCollection::<Counted>::new(&db, "counted").unwrap();
+    let id = counted.insert(Counted { n: 0, by: 0 }).await.unwrap().id;
+
+    let (done, finished) = mpsc::unbounded();
+    for by in 0..WRITERS {
+        let (counted, done) = (counted.clone(), done.clone());
+        R::spawn_detached(async move {
+            let mut returned = Vec::new();
+            for _ in 0..WRITES {
+                let changes = doc! {"$inc": {"n": 1}, "$set": {"by": by as i64}};
+                let updated = counted.update(id, changes).await.unwrap().unwrap();
+                returned.push(updated.value.n);
+            }
+            done.unbounded_send((by, returned)).unwrap();
+        })
+        .unwrap();
+    }
+    drop(done);
+    let mut writes: Vec<(usize, Vec<i64>)> =
+        within::<R, _>(MONGO_WAIT, "the writers", finished.collect()).await;
+    assert_eq!(writes.len(), WRITERS, "[{}] a writer failed", R::name());
+    writes.sort_by_key(|(by, _)| *by);
+    let writes: Vec<Vec<i64>> = writes.into_iter().map(|(_, returned)| returned).collect();
+    let events = frames_n::<R>(&mut client, WRITERS * WRITES, "one event per update").await;
+    let stored = counted.get(id).await.unwrap().expect("the document");
+    crate::channels::assert_events_follow_writes(
+        R::name(),
+        &events,
+        &writes,
+        &serde_json::to_value(&stored).unwrap(),
+    );
+}
+
+/// An ObjectId made now by a writer whose clock is `offset_seconds` off
+/// ours (negative: behind).
+fn object_id_from_clock(offset_seconds: i64) -> ObjectId {
+    let mut bytes = ObjectId::new().bytes();
+    let now = i64::from(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+    let seconds = u32::try_from(now + offset_seconds).expect("a time ObjectIds can carry");
+    bytes[..4].copy_from_slice(&seconds.to_be_bytes());
+    ObjectId::from_bytes(bytes)
+}
+
+/// Creates the capped collection `name` as another instance would, holding
+/// `documents` (events written before this test's instance starts).
+async fn capped_collection_with(db: &Database, name: &str, documents: Vec<Document>) {
+    let (created, collection) = (db.clone(), db.collection::<Document>(name));
+    let name = name.to_string();
+    raw(async move {
+        created
+            .create_collection(name)
+            .capped(true)
+            .size(1 << 20)
+            .max(1000)
+            .await
+    })
+    .await;
+    raw(async move { collection.insert_many(documents).await }).await;
+}
+
+async fn insert_raw(db: &Database, collection: &str, document: Document) {
+    let collection = db.collection::<Document>(collection);
+    raw(async move { collection.insert_one(document).await }).await;
+}
+
+/// Issue 12, defect 3: the first cursor started at the kickoff's second
+/// and dropped every older ObjectId, so the events of a writer whose clock
+/// is behind were lost during a new instance's first seconds. The tailing
+/// now starts after the newest document present at kickoff, whatever the
+/// clocks of the writers that follow.
+pub async fn writers_with_slow_clocks_are_delivered_from_kickoff<R: TestRuntime>() {
+    let db = database::<R>("slow_clock").await;
+    let collection = "tbone_channel_slow_clock";
+    // The newest document before kickoff was written a second earlier.
+    capped_collection_with(
+        &db,
+        collection,
+        vec![doc! {"_id": object_id_from_clock(-1), "key": "e", "data": "before"}],
+    )
+    .await;
+    let channel = open::<R>(
+        &unique_name::<R>("mongo-slow-clock"),
+        &db,
+        MongoOptions::default().collection(collection),
+    );
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("e", &carrier).unwrap();
+    channel.publish("e", &"ours").await.unwrap();
+    frames_n::<R>(&mut client, 1, "our first event").await;
+
+    // Another instance, whose clock is 5 s behind ours, writes after our
+    // kickoff.
+    insert_raw(
+        &db,
+        collection,
+        doc! {"_id": object_id_from_clock(-5), "key": "e", "data": "slow clock"},
+    )
+    .await;
+    channel.publish("e", &"ours again").await.unwrap();
+    let seen = collect_until::<R>(&mut client, "our second event", |seen| {
+        seen.last() == Some(&serde_json::json!("ours again"))
+    })
+    .await;
+    assert_eq!(
+        seen,
+        vec![
+            serde_json::json!("slow clock"),
+            serde_json::json!("ours again")
+        ],
+        "[{}] the slow writer's event is delivered, in write order",
+        R::name()
+    );
+    let stats = channel.backend().stats();
+    assert_eq!(
+        stats.duplicates,
+        0,
+        "[{}] nothing was read twice: {stats:?}",
+        R::name()
+    );
+}
+
+/// The spec: a MongoChannel delivers the events published after its
+/// kickoff. Documents already in the collection are not delivered, also
+/// when the tailing cursor dies and the new one reads them again.
+pub async fn documents_present_at_kickoff_are_never_delivered<R: TestRuntime>() {
+    let test = "present_at_kickoff";
+    let db = database::<R>(test).await;
+    let collection = "tbone_channel_present";
+    let before = |seconds: i64, data: &str| {
+        doc! {"_id": object_id_from_clock(seconds), "key": "e", "data": data}
+    };
+    capped_collection_with(
+        &db,
+        collection,
+        vec![
+            before(-20, "long before"),
+            before(-2, "just before"),
+            before(-1, "newest before"),
+        ],
+    )
+    .await;
+    let (recorded, commands) =
+        crate::mongo_commands::recorded_database(&mongo_uri(), &database_name::<R>(test)).await;
+    let channel = open::<R>(
+        &unique_name::<R>("mongo-present-at-kickoff"),
+        &recorded,
+        MongoOptions::default().collection(collection),
+    );
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("e", &carrier).unwrap();
+    channel.publish("e", &"first").await.unwrap();
+    assert_eq!(
+        frames_n::<R>(&mut client, 1, "the first event").await,
+        vec![serde_json::json!("first")],
+        "[{}] only what was published after kickoff",
+        R::name()
+    );
+
+    // Kill the tailing cursor: its successor reads the collection again.
+    let cursor = commands
+        .last_tailable_cursor()
+        .filter(|id| *id != 0)
+        .unwrap_or_else(|| panic!("[{}] no live tailing cursor: {commands:?}", R::name()));
+    let killer = db.clone();
+    let collection_name = collection.to_string();
+    raw(async move {
+        killer
+            .run_command(doc! {"killCursors": collection_name, "cursors": [cursor]})
+            .await
+    })
+    .await;
+    crate::eventually::<R>("the tailing cursor reopened", || {
+        channel.backend().stats().reopened >= 1
+    })
+    .await;
+    channel.publish("e", &"second").await.unwrap();
+    let seen = collect_until::<R>(&mut client, "the second event", |seen| {
+        seen.last() == Some(&serde_json::json!("second"))
+    })
+    .await;
+    assert_eq!(
+        seen,
+        vec![serde_json::json!("second")],
+        "[{}] after the reopen, only the new event",
+        R::name()
+    );
+    let stats = channel.backend().stats();
+    assert!(
+        stats.duplicates <= stats.reopened,
+        "[{}] only `first` is read twice per reopen, documents present at kickoff are not duplicates: {stats:?}",
+        R::name()
+    );
+}
+
+/// Issue 12, defect 4: an idle instance must not reopen its tailing cursor
+/// over and over (each reopen scans the capped collection), as it would if
+/// the server ended a cursor whose query matches nothing yet. Counted on
+/// the instance's own client: the `find`s that open a tailing cursor while
+/// the instance idles 5 s on a collection holding documents from before
+/// its kickoff. One cursor is enough; 2 leaves room for a server that ends
+/// it once. (On the test server the code before the fix kept one cursor
+/// too: see BENCHMARKS.md.)
+pub async fn an_idle_instance_keeps_its_cursor<R: TestRuntime>() {
+    let test = "idle";
+    let db = database::<R>(test).await;
+    let collection = "tbone_channel_idle";
+    capped_collection_with(
+        &db,
+        collection,
+        vec![doc! {"_id": object_id_from_clock(-1), "key": "e", "data": "before"}],
+    )
+    .await;
+    let (recorded, commands) =
+        crate::mongo_commands::recorded_database(&mongo_uri(), &database_name::<R>(test)).await;
+    let channel = open::<R>(
+        &unique_name::<R>("mongo-idle"),
+        &recorded,
+        MongoOptions::default().collection(collection),
+    );
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("e", &carrier).unwrap();
+    tbone_dispatch::Runtime::sleep(&R::default(), Duration::from_secs(5)).await;
+    let opened = commands.sent("find (tailable)");
+    tracing::info!(runtime = R::name(), commands = ?commands.all(), "sent by an instance idle for 5 s");
+    assert!(
+        opened <= 2,
+        "[{}] {opened} tailing cursors opened in 5 s of idling (every command: {:?})",
+        R::name(),
+        commands.all()
+    );
+    channel.publish("e", &"after").await.unwrap();
+    assert_eq!(
+        frames_n::<R>(&mut client, 1, "the event after idling").await,
+        vec![serde_json::json!("after")],
+        "[{}] the cursor kept through the idle time delivers",
+        R::name()
+    );
+}
+
+/// Found in review: the channel's stop only signalled the tailing task to
+/// abort, so it could still be running on the driver's runtime when the
+/// stop returned (and a runtime dropped then made the driver panic).
+pub async fn stop_waits_for_the_tailing_task<R: TestRuntime>() {
+    let db = database::<R>("stop_tail").await;
+    let channel = open::<R>(
+        &unique_name::<R>("mongo-stop-tail"),
+        &db,
+        MongoOptions::default().collection("tbone_channel_stop_tail"),
+    );
+    // Wait for the tail to be reading: one event through.
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("e", &carrier).unwrap();
+    within::<R, _>(MONGO_WAIT, "a publish", channel.publish("e", &1))
+        .await
+        .unwrap();
+    frames_n::<R>(&mut client, 1, "the first event").await;
+    assert!(channel.backend().stats().tailing, "[{}] tailing", R::name());
+
+    within::<R, _>(MONGO_WAIT, "the stop", channel.stop()).await;
+    assert!(
+        !channel.backend().stats().tailing,
+        "[{}] the tailing task is gone when the stop returns",
+        R::name()
     );
 }

@@ -10,9 +10,16 @@ use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use tbone_dispatch_load::allocs;
 use tbone_dispatch_tests::soak::{self, Profile, Row};
 
+/// Counts live heap bytes, for the churn row's leak check
+/// (`tbone_dispatch_tests::soak::heap`).
+#[global_allocator]
+static ALLOCATOR: allocs::Counting = allocs::Counting::Process;
+
 fn main() -> ExitCode {
+    allocs::enable();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();

@@ -75,14 +75,22 @@ impl ConnectRequest {
     /// The first value of query parameter `name`, percent-decoded (`+` is
     /// a space).
     pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.query_pairs()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
+    }
+
+    /// Every query parameter, names and values percent-decoded, in order.
+    pub(crate) fn query_pairs(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
         self.query
-            .as_deref()?
-            .split('&')
-            .filter_map(|pair| {
+            .as_deref()
+            .into_iter()
+            .flat_map(|query| query.split('&'))
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                (percent_decode(key) == name).then(|| percent_decode(value))
+                (percent_decode(key), percent_decode(value))
             })
-            .next()
     }
 
     /// The first value of header `name` (any case).

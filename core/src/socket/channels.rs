@@ -9,11 +9,17 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use crate::{Backend, Carrier, Channel, Runtime, SubscribeError};
+use crate::{Backend, Carrier, Channel, Resumed, Runtime, SubscribeError};
 
 /// A channel as a socket needs it, whatever its backend.
 trait Served<R: Runtime>: Send + Sync + 'static {
     fn subscribe(&self, event: &str, carrier: &Carrier<R>) -> Result<bool, SubscribeError>;
+    fn subscribe_after(
+        &self,
+        events: &[&str],
+        carrier: &Carrier<R>,
+        after: &str,
+    ) -> Result<Resumed, SubscribeError>;
     fn unsubscribe(&self, event: &str, carrier: &Carrier<R>) -> bool;
     fn stopped(&self) -> BoxFuture<'static, ()>;
 }
@@ -21,6 +27,15 @@ trait Served<R: Runtime>: Send + Sync + 'static {
 impl<B: Backend, R: Runtime> Served<R> for Channel<B, R> {
     fn subscribe(&self, event: &str, carrier: &Carrier<R>) -> Result<bool, SubscribeError> {
         Channel::subscribe(self, event, carrier)
+    }
+
+    fn subscribe_after(
+        &self,
+        events: &[&str],
+        carrier: &Carrier<R>,
+        after: &str,
+    ) -> Result<Resumed, SubscribeError> {
+        Channel::subscribe_after(self, events, carrier, after)
     }
 
     fn unsubscribe(&self, event: &str, carrier: &Carrier<R>) -> bool {
@@ -153,6 +168,21 @@ impl<R: Runtime> Channels<R> {
     ) -> Result<bool, SubscribeError> {
         match self.list.get(index) {
             Some(channel) => channel.subscribe(event, carrier),
+            None => Err(SubscribeError::UnknownChannel {
+                channel: format!("#{index}"),
+            }),
+        }
+    }
+
+    pub(crate) fn subscribe_after(
+        &self,
+        index: usize,
+        events: &[&str],
+        carrier: &Carrier<R>,
+        after: &str,
+    ) -> Result<Resumed, SubscribeError> {
+        match self.list.get(index) {
+            Some(channel) => channel.subscribe_after(events, carrier, after),
             None => Err(SubscribeError::UnknownChannel {
                 channel: format!("#{index}"),
             }),

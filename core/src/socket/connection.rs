@@ -18,11 +18,13 @@ use super::authorize::{Client, ConnectRequest, DynAuthorizer, Refusal};
 use super::channels::{Channels, Stopped};
 use super::handler::{DynHandler, SendError, SocketHandle, SocketOps};
 use super::late_sink::{BoxSink, ErrInto, LateSink, SinkFailure};
-use super::options::SocketOptions;
+use super::options::{InitialEvent, SocketOptions};
+use super::resume;
 use super::session::{
     Action, ClientMessage, HandlerOutcome, Incoming, ReadError, Session, SubscribeOutcome,
 };
 use crate::carrier::{close_code, CloseReason, Outgoing};
+use crate::observe::SocketConnected;
 use crate::{Carrier, CarrierId, Frame, Runtime, SubscribeError};
 
 /// Most client messages read in one go before the connection's task lets
@@ -80,9 +82,13 @@ impl<R: Runtime> fmt::Debug for Connection<R> {
 impl<R: Runtime> Connection<R> {
     /// Decides whether the client of `request` may connect (the origin
     /// policy, then the authorization hook) and subscribes a new carrier to
-    /// the events of `options` it may receive. The carrier holds frames
-    /// until [`Connection::serve`] gives it the socket. A [`Refusal`] is the
-    /// HTTP answer to send instead of upgrading.
+    /// the events of `options` it may receive: after the positions the
+    /// client gave in the [`LAST_POSITION`](super::LAST_POSITION) query
+    /// parameter, if any; at its first message instead with
+    /// [`SocketOptions::resume_message`] and no position in the query. The
+    /// carrier holds frames until [`Connection::serve`] gives it the
+    /// socket. A [`Refusal`] is the HTTP answer to send instead of
+    /// upgrading.
     pub async fn open(
         channels: impl Into<Channels<R>>,
         options: SocketOptions,
@@ -101,28 +107,36 @@ impl<R: Runtime> Connection<R> {
                     Refusal::unavailable(format!("cannot serve the socket: {error}"))
                 })?;
         let carrier = CloseOnDrop(carrier);
-        let names = channels.shared_names();
-        for initial in options.initial_events() {
-            let index = channels.index(initial.channel.as_deref()).map_err(|error| {
-                tracing::error!(%error, "socket options name a channel the socket is not served on");
-                Refusal::new(500, "the server is misconfigured")
-            })?;
-            if let (Some(authorizer), Some(client)) = (options.authorizer(), &client) {
-                let channel = names.get(index).map_or("", |n| &**n);
-                if !authorizer.allow(&**client, channel, &initial.event).await {
-                    continue;
+        let positions = resume::positions(&request, &channels.shared_names())?;
+        // A client that resumes in its first message is subscribed when it
+        // arrives (`Action::SubscribeEvents`); one that gave its position
+        // in the URL (even an empty one) is subscribed now and sends no
+        // such message.
+        let options = if positions.is_none() && options.has_resume_message() {
+            options
+        } else {
+            let positions = positions.unwrap_or_default();
+            let check = options.authorizer().zip(client.as_ref());
+            let subscribed = resume::subscribe_events(
+                &channels,
+                options.initial_events(),
+                check,
+                &carrier.0,
+                &positions,
+            );
+            subscribed.await.map_err(|error| match error {
+                SubscribeError::Stopped { .. } => Refusal::unavailable(error.to_string()),
+                SubscribeError::UnknownChannel { .. } => {
+                    tracing::error!(%error, "socket options name a channel the socket is not served on");
+                    Refusal::new(500, "the server is misconfigured")
                 }
-            }
-            channels
-                .subscribe(index, &initial.event, &carrier.0)
-                .map_err(|error| match error {
-                    SubscribeError::Stopped { .. } => Refusal::unavailable(error.to_string()),
-                    other => {
-                        tracing::error!(error = %other, "cannot subscribe a socket");
-                        Refusal::new(500, other.to_string())
-                    }
-                })?;
-        }
+                other => {
+                    tracing::error!(error = %other, "cannot subscribe a socket");
+                    Refusal::new(500, other.to_string())
+                }
+            })?;
+            options.resume_message(false)
+        };
         Ok(Connection {
             carrier,
             attach,
@@ -182,6 +196,11 @@ impl<R: Runtime> Connection<R> {
             }
         }
         let session = Session::new(&options, channels.shared_names(), runtime.now());
+        // Boxed, and only while the session waits for them: an idle
+        // connection pays one pointer.
+        let held_events = options
+            .has_resume_message()
+            .then(|| Box::from(options.initial_events()));
         let handler = options.handler().cloned();
         let handle = handler.as_ref().map(|_| {
             SocketHandle::new(Arc::new(HandleOps {
@@ -201,7 +220,9 @@ impl<R: Runtime> Connection<R> {
             authorizer: options.authorizer().cloned(),
             client,
             handler: handler.zip(handle),
+            held_events,
             runtime,
+            _connected: SocketConnected::count(),
         };
         driver.run(stream, going_away)
     }
@@ -246,6 +267,13 @@ impl<R: Runtime> Drop for CloseOnDrop<R> {
     }
 }
 
+/// The futures of the subscriptions a driver is making: the client's
+/// (`Action::Subscribe`), the socket's own events (`Action::SubscribeEvents`).
+type Subscribing<'a> = (
+    &'a mut Option<BoxFuture<'static, SubscribeOutcome>>,
+    &'a mut Option<BoxFuture<'static, Result<(), SubscribeError>>>,
+);
+
 struct Driver<R: Runtime> {
     close_timeout: std::time::Duration,
     session: Session,
@@ -254,7 +282,13 @@ struct Driver<R: Runtime> {
     authorizer: Option<Arc<dyn DynAuthorizer>>,
     client: Option<Client>,
     handler: Option<(Arc<dyn DynHandler>, SocketHandle)>,
+    /// The socket's own events, while the session holds them back until
+    /// the client's first message.
+    held_events: Option<Box<[InitialEvent]>>,
     runtime: R,
+    // Counted as connected while the driver lives (nothing without the
+    // `metrics` feature).
+    _connected: SocketConnected,
 }
 
 impl<R: Runtime> Driver<R> {
@@ -274,13 +308,16 @@ impl<R: Runtime> Driver<R> {
             let mut closed = pin!(self.carrier.0.closed());
             let mut timer: Option<(Instant, BoxFuture<'static, ()>)> = None;
             let mut subscribing: Option<BoxFuture<'static, SubscribeOutcome>> = None;
+            let mut subscribing_events: Option<BoxFuture<'static, Result<(), SubscribeError>>> =
+                None;
             // Made on the first message: an idle socket should not pay for it.
             let mut handlers: Option<FuturesUnordered<BoxFuture<'static, HandlerOutcome>>> = None;
             future::poll_fn(|cx| {
                 let mut reads = 0;
                 loop {
                     while let Some(action) = self.session.poll_action() {
-                        self.perform(action, &mut subscribing, &mut handlers);
+                        let pending = (&mut subscribing, &mut subscribing_events);
+                        self.perform(action, pending, &mut handlers);
                     }
                     if self.session.is_closed() {
                         return Poll::Ready(());
@@ -302,6 +339,13 @@ impl<R: Runtime> Driver<R> {
                     {
                         subscribing = None;
                         self.session.subscribe_finished(outcome);
+                        continue;
+                    }
+                    if let Some(Poll::Ready(outcome)) =
+                        subscribing_events.as_mut().map(|s| s.poll_unpin(cx))
+                    {
+                        subscribing_events = None;
+                        self.session.events_subscribed(outcome);
                         continue;
                     }
                     if let Some(running) = handlers.as_mut().filter(|h| !h.is_empty()) {
@@ -392,16 +436,18 @@ impl<R: Runtime> Driver<R> {
         }
     }
 
+    /// Carries out one action; `subscribing` holds the driver's
+    /// subscription in progress (a client's, the socket's own events).
     fn perform(
         &mut self,
         action: Action,
-        subscribing: &mut Option<BoxFuture<'static, SubscribeOutcome>>,
+        subscribing: Subscribing<'_>,
         handlers: &mut Option<FuturesUnordered<BoxFuture<'static, HandlerOutcome>>>,
     ) {
         let carrier = &self.carrier.0;
         match action {
             Action::Subscribe { channel, event } => {
-                *subscribing = Some(self.subscribe(channel, event));
+                *subscribing.0 = Some(self.subscribe(channel, event));
             }
             Action::Unsubscribe { channel, event } => {
                 self.channels.unsubscribe(channel, &event, carrier);
@@ -419,6 +465,9 @@ impl<R: Runtime> Driver<R> {
                 // The session delivers only when a handler is set.
                 None => self.session.handler_finished(HandlerOutcome::Done),
             },
+            Action::SubscribeEvents { resume } => {
+                *subscribing.1 = Some(self.subscribe_events(resume));
+            }
             Action::Close {
                 reason,
                 after_queued,
@@ -430,6 +479,26 @@ impl<R: Runtime> Driver<R> {
                 }
             }
         }
+    }
+
+    /// Subscribes the socket's own events, which the session held back
+    /// until the client's first message: after `resume`'s position on its
+    /// channel, live on the others.
+    fn subscribe_events(
+        &mut self,
+        resume: Option<(usize, String)>,
+    ) -> BoxFuture<'static, Result<(), SubscribeError>> {
+        let held = self.held_events.take().unwrap_or_default();
+        let channels = self.channels.clone();
+        let carrier = self.carrier.0.clone();
+        let authorizer = self.authorizer.clone();
+        let client = self.client.clone();
+        async move {
+            let positions: Vec<(usize, String)> = resume.into_iter().collect();
+            let check = authorizer.as_ref().zip(client.as_ref());
+            resume::subscribe_events(&channels, &held, check, &carrier, &positions).await
+        }
+        .boxed()
     }
 
     /// Authorizes (if a hook is set) and subscribes, off the session.

@@ -1,23 +1,33 @@
-//! The control messages a client may send to change its subscriptions.
+//! The control messages a client may send to change its subscriptions, or
+//! to say where it resumes.
 
 use serde::Deserialize;
 
-/// A control message: `{"action":"subscribe"|"unsubscribe","event":"<name>"}`,
-/// with `"channel":"<name>"` where a socket serves several channels.
+/// A control message, told apart by its `action`:
+/// `{"action":"subscribe"|"unsubscribe","event":"<name>"}` and
+/// `{"action":"resume","position":"<position>"}`, each with
+/// `"channel":"<name>"` where a socket serves several channels.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Control {
-    pub(crate) action: ControlAction,
-    pub(crate) event: String,
-    #[serde(default)]
-    pub(crate) channel: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum ControlAction {
-    Subscribe,
-    Unsubscribe,
+#[serde(tag = "action", rename_all = "lowercase", deny_unknown_fields)]
+pub(crate) enum Control {
+    Subscribe {
+        event: String,
+        #[serde(default)]
+        channel: Option<String>,
+    },
+    Unsubscribe {
+        event: String,
+        #[serde(default)]
+        channel: Option<String>,
+    },
+    /// The client's last position on `channel` (none: it has seen nothing
+    /// yet, and starts live).
+    Resume {
+        #[serde(default)]
+        position: Option<String>,
+        #[serde(default)]
+        channel: Option<String>,
+    },
 }
 
 /// How a text message reads to the session.
@@ -43,8 +53,9 @@ fn present<'de, D: serde::Deserializer<'de>>(value: D) -> Result<bool, D::Error>
     serde::de::IgnoredAny::deserialize(value).map(|_| true)
 }
 
-pub(crate) const EXPECTED: &str =
-    r#"malformed control message; expected {"action":"subscribe"|"unsubscribe","event":"<name>"}"#;
+/// Why a malformed control message closed the socket: within a close
+/// frame's 123 bytes.
+pub(crate) const EXPECTED: &str = r#"malformed control message; expected {"action":"subscribe"|"unsubscribe","event":"<name>"} or {"action":"resume",..}"#;
 
 pub(crate) fn parse(text: &str) -> Parsed {
     // serde reads a struct from a JSON array too; a control message is an
@@ -79,16 +90,14 @@ mod tests {
     fn tells_control_messages_from_the_applications() {
         assert_eq!(
             parse(r#"{"action":"subscribe","event":"e"}"#),
-            Parsed::Control(Control {
-                action: ControlAction::Subscribe,
+            Parsed::Control(Control::Subscribe {
                 event: "e".into(),
                 channel: None
             })
         );
         assert_eq!(
             parse(r#"{"action":"unsubscribe","event":"e","channel":"chat"}"#),
-            Parsed::Control(Control {
-                action: ControlAction::Unsubscribe,
+            Parsed::Control(Control::Unsubscribe {
                 event: "e".into(),
                 channel: Some("chat".into())
             })
@@ -96,9 +105,51 @@ mod tests {
         assert_eq!(parse(r#"{"action":"jump","event":"e"}"#), Parsed::Malformed);
         assert_eq!(parse(r#"{"action":null}"#), Parsed::Malformed);
         assert_eq!(parse(r#"{"action":"subscribe"}"#), Parsed::Malformed);
+        assert_eq!(
+            parse(r#"{"action":"subscribe","event":"e","extra":1}"#),
+            Parsed::Malformed
+        );
         assert_eq!(parse(r#"{"type":"request","key":1}"#), Parsed::Other);
         assert_eq!(parse("hello"), Parsed::Other);
         assert_eq!(parse("[1,2]"), Parsed::Other);
         assert_eq!(parse(r#"["subscribe","e"]"#), Parsed::Other);
+    }
+
+    #[test]
+    fn the_close_reason_fits_a_close_frame() {
+        assert!(EXPECTED.len() <= 123, "{} bytes", EXPECTED.len());
+    }
+
+    #[test]
+    fn reads_resume_messages() {
+        assert_eq!(
+            parse(r#"{"action":"resume","position":"17a-3"}"#),
+            Parsed::Control(Control::Resume {
+                position: Some("17a-3".into()),
+                channel: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"action":"resume","position":"p","channel":"chat"}"#),
+            Parsed::Control(Control::Resume {
+                position: Some("p".into()),
+                channel: Some("chat".into())
+            })
+        );
+        assert_eq!(
+            parse(r#"{"action":"resume"}"#),
+            Parsed::Control(Control::Resume {
+                position: None,
+                channel: None
+            })
+        );
+        assert_eq!(
+            parse(r#"{"action":"resume","position":5}"#),
+            Parsed::Malformed
+        );
+        assert_eq!(
+            parse(r#"{"action":"resume","event":"e"}"#),
+            Parsed::Malformed
+        );
     }
 }

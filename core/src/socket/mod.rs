@@ -22,6 +22,7 @@ mod handler;
 mod late_sink;
 mod limits;
 mod options;
+mod resume;
 mod session;
 
 pub use authorize::{Authorizer, ConnectRequest, OriginPolicy, Refusal};
@@ -31,6 +32,7 @@ pub use handler::{HandlerError, MessageHandler, SendError, SocketHandle};
 pub use late_sink::SinkFailure;
 pub use limits::Limits;
 pub use options::{HandshakeLimits, SocketOptions, READ_BUFFER_SIZE};
+pub use resume::LAST_POSITION;
 pub use session::{
     Action, ClientMessage, HandlerOutcome, Incoming, ReadError, Session, SubscribeOutcome,
 };

@@ -96,6 +96,7 @@ pub(crate) struct InitialEvent {
 pub struct SocketOptions {
     events: Vec<InitialEvent>,
     control: bool,
+    resume: bool,
     authorizer: Option<Arc<dyn DynAuthorizer>>,
     handler: Option<Arc<dyn DynHandler>>,
     origins: OriginPolicy,
@@ -111,6 +112,7 @@ impl fmt::Debug for SocketOptions {
         f.debug_struct("SocketOptions")
             .field("events", &self.events)
             .field("control", &self.control)
+            .field("resume", &self.resume)
             .field("authorizer", &self.authorizer.is_some())
             .field("handler", &self.handler.is_some())
             .field("origins", &self.origins)
@@ -141,6 +143,7 @@ impl SocketOptions {
                 })
                 .collect(),
             control: false,
+            resume: false,
             authorizer: None,
             handler: None,
             origins: OriginPolicy::SameHost,
@@ -187,6 +190,24 @@ impl SocketOptions {
     /// where the socket serves several channels (default: off).
     pub fn control_messages(mut self, enabled: bool) -> Self {
         self.control = enabled;
+        self
+    }
+
+    /// Let the client say where it resumes in its first message,
+    /// `{"action":"resume","position":"<position>"}` (with
+    /// `"channel":"<name>"` where the socket serves several channels; a
+    /// message without `position` starts live), instead of in the
+    /// [`LAST_POSITION`](crate::socket::LAST_POSITION) query parameter
+    /// (default: off). For clients that cannot choose their URL.
+    ///
+    /// The socket's events are then subscribed when the first message
+    /// arrives, not before the handshake response: a client receives
+    /// nothing until it has sent something (the resume message, or any
+    /// other, which is then handled as usual). A client that connects with
+    /// the query parameter (even empty) is subscribed at once, as without
+    /// this option.
+    pub fn resume_message(mut self, enabled: bool) -> Self {
+        self.resume = enabled;
         self
     }
 
@@ -280,6 +301,12 @@ impl SocketOptions {
     /// Whether control messages are on.
     pub fn has_control_messages(&self) -> bool {
         self.control
+    }
+
+    /// Whether the socket's events wait for the client's first message,
+    /// which may say where it resumes ([`SocketOptions::resume_message`]).
+    pub fn has_resume_message(&self) -> bool {
+        self.resume
     }
 
     /// Whether a message handler is set.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::control::{self, Control, ControlAction, Parsed};
+use super::control::{self, Control, Parsed};
 use super::limits::{Limits, RateLimiter};
 use super::options::SocketOptions;
 use crate::carrier::{close_code, CloseReason};
@@ -96,6 +96,19 @@ pub enum Action {
         /// The event.
         event: String,
     },
+    /// Subscribe the socket's own events (those its
+    /// [`SocketOptions`] list), which a socket served with
+    /// [`SocketOptions::resume_message`] holds back until the client's first
+    /// message: with `resume`, those of channel number `resume.0` after
+    /// the client's position `resume.1`
+    /// ([`Channel::subscribe_after`](crate::Channel::subscribe_after)), the
+    /// others live. Report with [`Session::events_subscribed`]. Reading
+    /// waits until then, so the first message, if it was not the resume
+    /// message, is handled after the events are subscribed.
+    SubscribeEvents {
+        /// Channel index and position of a `resume` message.
+        resume: Option<(usize, String)>,
+    },
     /// Unsubscribe the socket's carrier from `event` on channel `channel`.
     Unsubscribe {
         /// Index of the channel.
@@ -133,6 +146,19 @@ pub enum SubscribeOutcome {
     Failed(SubscribeError),
 }
 
+/// Where a socket's own events (those of its [`SocketOptions`]) stand.
+#[derive(Debug, PartialEq, Eq)]
+enum Events {
+    /// Subscribed when the connection opened, or since.
+    Subscribed,
+    /// Held back until the client's first message, which may be a resume
+    /// message ([`SocketOptions::resume_message`]).
+    AwaitingFirstMessage,
+    /// The driver is subscribing them; the first message, if it was not
+    /// the resume message, is handled once it is done.
+    Subscribing(Option<Box<Incoming>>),
+}
+
 /// How the application's handler finished one message.
 #[derive(Debug)]
 pub enum HandlerOutcome {
@@ -162,6 +188,14 @@ pub enum HandlerOutcome {
 ///   channel named where several are served; a malformed one closes with
 ///   1008, an unknown channel or event that cannot be subscribed gets an
 ///   error frame;
+/// - with [`SocketOptions::resume_message`], the socket's own events wait
+///   for the client's first message (pings and pongs aside): a resume
+///   message, `{"action":"resume","position":"<position>"}` (with
+///   `"channel"` where several are served), subscribes them after that
+///   position on its channel and live on the others; any other first
+///   message subscribes them live and is then handled as usual. A resume
+///   message at any other time (with control messages on) gets an error
+///   frame;
 /// - other messages go to the application's handler, at most
 ///   [`Limits::in_flight`] at a time (reading pauses at the limit); without
 ///   a handler, text is ignored (as in TBone) and binary closes with 1003;
@@ -215,6 +249,8 @@ pub struct Session {
     subscriptions: HashSet<(usize, Box<str>)>,
     /// The subscription the driver is working on.
     pending: Option<(usize, Box<str>)>,
+    /// Where the socket's own events stand.
+    events: Events,
     in_flight: usize,
     /// The server is going away: why, and until when the handler's
     /// messages in flight may finish.
@@ -241,6 +277,11 @@ impl Session {
             paused: false,
             subscriptions: HashSet::new(),
             pending: None,
+            events: if options.has_resume_message() {
+                Events::AwaitingFirstMessage
+            } else {
+                Events::Subscribed
+            },
             in_flight: 0,
             going_away: None,
             close_timeout: options.carrier_config().close_timeout,
@@ -254,9 +295,14 @@ impl Session {
     /// while a subscription is being made, nor while the handler has
     /// [`Limits::in_flight`] messages, nor once the session is closed.
     pub fn wants_read(&self) -> bool {
-        self.closed.is_none()
-            && self.going_away.is_none()
-            && self.pending.is_none()
+        self.closed.is_none() && self.going_away.is_none() && self.reading()
+    }
+
+    /// Reading is not paused by the session's own work: a subscription,
+    /// the socket's events, the in-flight limit.
+    fn reading(&self) -> bool {
+        self.pending.is_none()
+            && !matches!(self.events, Events::Subscribing(_))
             && self.in_flight < self.limits.in_flight()
     }
 
@@ -319,6 +365,39 @@ impl Session {
                 format!("too many messages: the limit is {limit} per second"),
             );
         }
+        if self.events == Events::AwaitingFirstMessage && message != Incoming::Alive {
+            return self.first_message(message);
+        }
+        self.dispatch(message);
+    }
+
+    /// The client's first message on a socket whose events wait for it.
+    fn first_message(&mut self, message: Incoming) {
+        let resume = match &message {
+            Incoming::Text(text) => match control::parse(text) {
+                Parsed::Control(Control::Resume { position, channel }) => Some((position, channel)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let (held, resume) = match resume {
+            None => (Some(Box::new(message)), None),
+            Some((position, channel)) => match self.channel_index(channel.as_deref()) {
+                Ok(index) => (None, position.map(|position| (index, position))),
+                Err(error) => {
+                    // Still waiting: the client may name a served channel.
+                    self.actions
+                        .push_back(Action::Send(control::error_frame(&error)));
+                    return;
+                }
+            },
+        };
+        self.events = Events::Subscribing(held);
+        self.paused = true;
+        self.actions.push_back(Action::SubscribeEvents { resume });
+    }
+
+    fn dispatch(&mut self, message: Incoming) {
         match message {
             Incoming::Alive | Incoming::Close => {}
             Incoming::Binary(bytes) => {
@@ -362,11 +441,18 @@ impl Session {
     }
 
     fn apply(&mut self, message: Control) {
-        let Control {
-            action,
-            event,
-            channel,
-        } = message;
+        let (subscribe, event, channel) = match message {
+            Control::Subscribe { event, channel } => (true, event, channel),
+            Control::Unsubscribe { event, channel } => (false, event, channel),
+            Control::Resume { .. } => {
+                let why = "a resume message comes first, on a socket served with resume \
+                           messages; give the position in the `last_position` query parameter \
+                           instead";
+                self.actions
+                    .push_back(Action::Send(control::error_frame(why)));
+                return;
+            }
+        };
         let channel = match self.channel_index(channel.as_deref()) {
             Ok(index) => index,
             Err(error) => {
@@ -376,27 +462,24 @@ impl Session {
             }
         };
         let key = (channel, Box::<str>::from(event.as_str()));
-        match action {
-            ControlAction::Unsubscribe => {
-                self.subscriptions.remove(&key);
-                self.actions
-                    .push_back(Action::Unsubscribe { channel, event });
-            }
-            ControlAction::Subscribe => {
-                if !self.subscriptions.contains(&key)
-                    && self.subscriptions.len() >= self.limits.subscriptions()
-                {
-                    let limit = self.limits.subscriptions();
-                    return self.reject(
-                        close_code::POLICY,
-                        format!("too many subscriptions: the limit is {limit}"),
-                    );
-                }
-                self.pending = Some(key);
-                self.paused = true;
-                self.actions.push_back(Action::Subscribe { channel, event });
-            }
+        if !subscribe {
+            self.subscriptions.remove(&key);
+            self.actions
+                .push_back(Action::Unsubscribe { channel, event });
+            return;
         }
+        if !self.subscriptions.contains(&key)
+            && self.subscriptions.len() >= self.limits.subscriptions()
+        {
+            let limit = self.limits.subscriptions();
+            return self.reject(
+                close_code::POLICY,
+                format!("too many subscriptions: the limit is {limit}"),
+            );
+        }
+        self.pending = Some(key);
+        self.paused = true;
+        self.actions.push_back(Action::Subscribe { channel, event });
     }
 
     fn channel_index(&self, name: Option<&str>) -> Result<usize, String> {
@@ -456,7 +539,7 @@ impl Session {
         }
         // Silence is the client's fault only if we read all along: a pong
         // may wait unread behind a subscription or a busy handler.
-        let reading = self.pending.is_none() && self.in_flight < self.limits.in_flight();
+        let reading = self.reading();
         if !self.heard && !self.paused && reading {
             return self.close(
                 CloseReason::Rejected(close_code::GOING_AWAY, "no answer to pings".into()),
@@ -493,6 +576,40 @@ impl Session {
             }
             SubscribeOutcome::Failed(error) => self.close(
                 CloseReason::Rejected(close_code::GOING_AWAY, error.to_string()),
+                true,
+            ),
+        }
+    }
+
+    /// The driver finished the [`Action::SubscribeEvents`]. On success the
+    /// first message, if it was not the resume message, is handled now.
+    pub fn events_subscribed(&mut self, outcome: Result<(), SubscribeError>) {
+        let Events::Subscribing(held) = &mut self.events else {
+            return;
+        };
+        let held = held.take();
+        self.events = Events::Subscribed;
+        if self.closed.is_some() {
+            return;
+        }
+        match outcome {
+            Ok(()) => {
+                if let Some(message) = held {
+                    self.dispatch(*message);
+                }
+            }
+            Err(SubscribeError::CarrierClosed { reason, .. }) => self.close(reason, false),
+            Err(error @ SubscribeError::Stopped { .. }) => self.close(
+                CloseReason::Rejected(close_code::GOING_AWAY, error.to_string()),
+                true,
+            ),
+            // The options name what the channels refuse: the server's
+            // mistake, not the client's.
+            Err(error) => self.close(
+                CloseReason::Rejected(
+                    close_code::INTERNAL_ERROR,
+                    format!("the server is misconfigured: {error}"),
+                ),
                 true,
             ),
         }

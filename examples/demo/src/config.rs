@@ -2,7 +2,8 @@
 
 /// The demo's usage text (`--help`).
 pub const USAGE: &str = "\
-Usage: tbone-dispatch-demo [--port N] [--mongo mongodb://HOST:PORT[/DB]] [--channel NAME]
+Usage: tbone-dispatch-demo [--port N] [--mongo mongodb://HOST:PORT[/DB]]
+                           [--redis redis://HOST:PORT/] [--channel NAME]
 
 A full-duplex chat: a REST resource at /api/entries/ whose writes reach every
 browser connected to /ws/, and a page at / that uses both.
@@ -13,6 +14,9 @@ Options:
                   MongoChannel, so several instances on one database see
                   each other's writes (database from the URI's path,
                   default tbone_demo). Without it: in memory, one instance.
+  --redis URL     share events through a RedisChannel (a Redis stream) on
+                  this server instead; entries stay where they are (in
+                  memory, or in MongoDB with --mongo)
   --channel NAME  the channel's name (default pubsub)
   -h, --help      print this help
 
@@ -36,6 +40,9 @@ pub struct Config {
     pub channel: String,
     /// MongoDB mode; `None` is the embedded (in-memory) mode.
     pub mongo: Option<MongoConfig>,
+    /// Events through a RedisChannel on this server (`redis://...`);
+    /// `None`: through the mode's own channel.
+    pub redis: Option<String>,
 }
 
 impl Default for Config {
@@ -44,6 +51,7 @@ impl Default for Config {
             port: DEFAULT_PORT,
             channel: DEFAULT_CHANNEL.to_string(),
             mongo: None,
+            redis: None,
         }
     }
 }
@@ -131,6 +139,9 @@ pub enum ArgsError {
     /// `--mongo` with something that is not a MongoDB URI.
     #[error("`--mongo` must look like mongodb://HOST:PORT[/DB], not `{0}`")]
     BadMongoUri(String),
+    /// `--redis` with something that is not a Redis URL.
+    #[error("`--redis` must look like redis://HOST:PORT/, not `{0}`")]
+    BadRedisUrl(String),
     /// `--channel` with an empty name.
     #[error("`--channel` must not be empty")]
     EmptyChannel,
@@ -138,7 +149,7 @@ pub enum ArgsError {
 
 impl Command {
     /// Parses the arguments after the program name: `--port N`,
-    /// `--mongo URI`, `--channel NAME` (each also as `--opt=value`),
+    /// `--mongo URI`, `--redis URL`, `--channel NAME` (each also as `--opt=value`),
     /// `-h`/`--help`.
     pub fn parse<I, S>(args: I) -> Result<Command, ArgsError>
     where
@@ -167,6 +178,13 @@ impl Command {
                     config.port = port.parse().map_err(|_| ArgsError::BadPort(port))?;
                 }
                 "--mongo" => config.mongo = Some(MongoConfig::from_uri(&value("--mongo")?)?),
+                "--redis" => {
+                    let url = value("--redis")?;
+                    if !url.starts_with("redis://") || url.len() == "redis://".len() {
+                        return Err(ArgsError::BadRedisUrl(redact_uri(&url)));
+                    }
+                    config.redis = Some(url);
+                }
                 "--channel" => {
                     config.channel = value("--channel")?;
                     if config.channel.is_empty() {
@@ -253,5 +271,19 @@ mod tests {
             Err(ArgsError::Unknown("--verbose".into()))
         );
         assert_eq!(Command::parse(["--channel="]), Err(ArgsError::EmptyChannel));
+        assert_eq!(
+            Command::parse(["--redis", "mongodb://h:1"]),
+            Err(ArgsError::BadRedisUrl("mongodb://h:1".into()))
+        );
+    }
+
+    #[test]
+    fn redis_events_beside_either_storage() {
+        let config = run(&["--redis", "redis://127.0.0.1:6379/"]);
+        assert_eq!(config.redis.as_deref(), Some("redis://127.0.0.1:6379/"));
+        assert_eq!(config.mongo, None);
+        let both = run(&["--redis=redis://h:1/", "--mongo", "mongodb://h:2"]);
+        assert_eq!(both.redis.as_deref(), Some("redis://h:1/"));
+        assert!(both.mongo.is_some());
     }
 }

@@ -11,12 +11,15 @@
 //! by [`api_routes`] on that socket only. The page at `/` reads and writes
 //! entries over it and follows the events live.
 //!
-//! Two modes, one code path generic over the channel's backend:
+//! Three modes, one code path generic over the channel's backend:
 //! - embedded: [`MemoryChannel`](tbone_dispatch_tokio::MemoryChannel) and
 //!   entries in memory ([`MemoryState`]);
 //! - MongoDB: a [`MongoChannel`](tbone_dispatch_tokio::MongoChannel) and
 //!   entries in a collection ([`MongoState`]), so every instance on the
-//!   database sees every write.
+//!   database sees every write;
+//! - Redis (`--redis`): a [`RedisChannel`](tbone_dispatch_tokio::RedisChannel)
+//!   carries the events of every instance on the server ([`RedisState`]),
+//!   entries in memory or in MongoDB.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), tbone_dispatch_demo::StartError> {
@@ -35,6 +38,7 @@
 pub mod api;
 pub mod config;
 pub mod entry;
+pub mod metrics;
 pub mod sse;
 pub mod state;
 pub mod storage;
@@ -55,7 +59,7 @@ use tokio::net::TcpListener;
 pub use api::ApiError;
 pub use config::{redact_uri, ArgsError, Command, Config, MongoConfig, USAGE};
 pub use entry::{Entry, EntryPatch, ValidationError};
-pub use state::{AppState, Entries, MemoryState, MongoState, StartError};
+pub use state::{AppState, Entries, MemoryState, MongoState, RedisState, StartError};
 pub use storage::{EntryRecord, MemoryStorage, MongoStorage, Storage, StorageError};
 
 /// Largest accepted request body: an entry is at most ~8 KiB of JSON.
@@ -97,7 +101,7 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// The demo's routes over `state`: `/`, `/ws/`, `/sse/` and `/api/entries/...`
+/// The demo's routes over `state`: `/`, `/ws/`, `/sse/`, `/metrics` and `/api/entries/...`
 /// (each also without its trailing slash). Unknown routes answer 404,
 /// wrong methods 405 and bodies over [`MAX_BODY_BYTES`] 413, all as JSON.
 pub fn app<B: Backend>(state: AppState<B>) -> Router {
@@ -115,6 +119,7 @@ pub fn app<B: Backend>(state: AppState<B>) -> Router {
         .route("/ws", socket)
         .route("/sse/", get(sse::events::<B>))
         .route("/sse", get(sse::events::<B>))
+        .route("/metrics", get(metrics::render))
         .with_state(state)
         .merge(api)
         // After the merge: the page's and the sockets' routes answer a
@@ -176,19 +181,28 @@ where
     served
 }
 
-/// The demo in one of its two modes, built from a [`Config`].
+/// The demo in one of its modes, built from a [`Config`].
 #[derive(Debug)]
 pub enum Server {
     /// Embedded: in memory, one instance.
     Memory(MemoryState),
     /// MongoDB: instances on one database share entries and events.
     Mongo(MongoState),
+    /// Redis: instances on one server share events (entries in memory, or
+    /// in MongoDB).
+    Redis(RedisState),
 }
 
 impl Server {
     /// Opens the channel and storage `config` asks for (connecting to
     /// MongoDB if needed).
     pub async fn build(config: &Config) -> Result<Server, StartError> {
+        // Before the channel opens, so that it reports to `/metrics`.
+        metrics::recorder();
+        if let Some(url) = &config.redis {
+            let state = RedisState::redis(&config.channel, url, config.mongo.as_ref()).await?;
+            return Ok(Server::Redis(state));
+        }
         match &config.mongo {
             None => Ok(Server::Memory(MemoryState::memory(&config.channel)?)),
             Some(mongo) => Ok(Server::Mongo(
@@ -205,6 +219,7 @@ impl Server {
         match self {
             Server::Memory(state) => serve(listener, state, shutdown).await,
             Server::Mongo(state) => serve(listener, state, shutdown).await,
+            Server::Redis(state) => serve(listener, state, shutdown).await,
         }
     }
 }

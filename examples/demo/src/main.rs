@@ -44,10 +44,11 @@ async fn main() -> ExitCode {
         Ok(address) => println!("listening on http://{address}"),
         Err(error) => tracing::warn!(%error, "cannot read the bound address"),
     }
-    let mode = if config.mongo.is_some() {
-        "MongoDB"
-    } else {
-        "in memory"
+    let mode = match (&config.redis, &config.mongo) {
+        (Some(_), Some(_)) => "Redis events, MongoDB entries",
+        (Some(_), None) => "Redis events, entries in memory",
+        (None, Some(_)) => "MongoDB",
+        (None, None) => "in memory",
     };
     tracing::info!(mode, channel = %config.channel, "serving");
     match server.serve(listener, shutdown_signal()).await {

@@ -9,8 +9,10 @@ use tbone_dispatch_tokio::dispatch::Channel;
 use tbone_dispatch_tokio::model::publish_resource_events;
 use tbone_dispatch_tokio::mongo::mongodb::bson::doc;
 use tbone_dispatch_tokio::mongo::{self, ModelCollection, MongoBackend, MongoError, MongoOptions};
+use tbone_dispatch_tokio::redis::{self, RedisBackend, RedisError};
 use tbone_dispatch_tokio::{
-    Backend, ChannelError, ConnectionGuard, MemoryBackend, MemoryChannel, Sender, Tokio,
+    Backend, ChannelBuilder, ChannelError, ConnectionGuard, MemoryBackend, PositionedEnvelope,
+    Sender, Tokio,
 };
 use tokio::sync::watch;
 
@@ -60,6 +62,10 @@ pub enum StartError {
         /// How long we waited.
         timeout: Duration,
     },
+    /// Redis could not be used. (URLs in errors have their password
+    /// hidden.)
+    #[error("cannot use Redis: {0}")]
+    Redis(#[from] RedisError),
     /// The listener failed.
     #[error("the server failed: {0}")]
     Io(#[from] std::io::Error),
@@ -124,15 +130,21 @@ impl<B: Backend> fmt::Debug for AppState<B> {
 pub type MemoryState = AppState<MemoryBackend>;
 /// The MongoDB mode's state.
 pub type MongoState = AppState<MongoBackend>;
+/// The state with events on a RedisChannel (entries in memory or MongoDB).
+pub type RedisState = AppState<RedisBackend<Tokio>>;
 
 impl MemoryState {
     /// Entries in memory, events on the in-memory channel `channel`.
     /// Must be called inside a tokio runtime.
     pub fn memory(channel: &str) -> Result<Self, StartError> {
-        let opened = MemoryChannel::named(channel).map_err(|source| StartError::Channel {
-            name: channel.to_string(),
-            source,
-        })?;
+        // Positions in the frames: a page that reconnects resumes.
+        let opened = ChannelBuilder::new(channel)
+            .envelope(PositionedEnvelope)
+            .open(Tokio::default(), MemoryBackend::new)
+            .map_err(|source| StartError::Channel {
+                name: channel.to_string(),
+                source,
+            })?;
         AppState::new(Entries(Arc::new(MemoryStorage::new())), opened)
     }
 }
@@ -142,44 +154,79 @@ impl MongoState {
     /// database. Fails if the server does not answer a ping within
     /// [`MONGO_CONNECT_TIMEOUT`].
     pub async fn mongo(channel: &str, config: &MongoConfig) -> Result<Self, StartError> {
-        let mongo_error = |source| StartError::Mongo {
-            uri: redact_uri(&config.uri),
-            source: Box::new(source),
-        };
-        let db = mongo::connect(&config.uri, &config.database)
-            .await
-            .map_err(mongo_error)?;
-        let ping = db.run_command(doc! {"ping": 1});
-        match tokio::time::timeout(MONGO_CONNECT_TIMEOUT, ping).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(source)) => {
-                return Err(StartError::MongoPing {
-                    uri: redact_uri(&config.uri),
-                    source: Box::new(source),
-                })
-            }
-            Err(_) => {
-                return Err(StartError::MongoTimeout {
-                    uri: redact_uri(&config.uri),
-                    timeout: MONGO_CONNECT_TIMEOUT,
-                })
-            }
-        }
+        let db = mongo_database(config).await?;
         let mut options = MongoOptions::default();
         if let Some(events) = &config.events {
             options = options.collection(events.clone());
         }
         let opened = mongo::builder(channel, &db)
             .options(options)
+            .envelope(PositionedEnvelope)
             .open::<Tokio>()
             .map_err(|source| StartError::Channel {
                 name: channel.to_string(),
                 source,
             })?;
-        let collection =
-            ModelCollection::<Entry>::new(&db, &config.entries).map_err(mongo_error)?;
-        AppState::new(Entries(Arc::new(MongoStorage::new(collection))), opened)
+        AppState::new(mongo_entries(&db, config)?, opened)
     }
+}
+
+impl RedisState {
+    /// Events on the RedisChannel `channel` of the server at `url` (its
+    /// stream shared by every instance); entries in MongoDB with `mongo`,
+    /// else in memory. Fails if a server does not answer.
+    pub async fn redis(
+        channel: &str,
+        url: &str,
+        mongo: Option<&MongoConfig>,
+    ) -> Result<Self, StartError> {
+        let entries = match mongo {
+            Some(config) => mongo_entries(&mongo_database(config).await?, config)?,
+            None => Entries(Arc::new(MemoryStorage::new())),
+        };
+        let server = redis::connect(url).await?;
+        let opened = redis::open(channel, &server).map_err(|source| StartError::Channel {
+            name: channel.to_string(),
+            source,
+        })?;
+        AppState::new(entries, opened)
+    }
+}
+
+/// The database of `config`, once it answered a ping within
+/// [`MONGO_CONNECT_TIMEOUT`].
+async fn mongo_database(config: &MongoConfig) -> Result<mongo::mongodb::Database, StartError> {
+    let db = mongo::connect(&config.uri, &config.database)
+        .await
+        .map_err(|source| StartError::Mongo {
+            uri: redact_uri(&config.uri),
+            source: Box::new(source),
+        })?;
+    let ping = db.run_command(doc! {"ping": 1});
+    match tokio::time::timeout(MONGO_CONNECT_TIMEOUT, ping).await {
+        Ok(Ok(_)) => Ok(db),
+        Ok(Err(source)) => Err(StartError::MongoPing {
+            uri: redact_uri(&config.uri),
+            source: Box::new(source),
+        }),
+        Err(_) => Err(StartError::MongoTimeout {
+            uri: redact_uri(&config.uri),
+            timeout: MONGO_CONNECT_TIMEOUT,
+        }),
+    }
+}
+
+/// The entries collection of `config` on `db`.
+fn mongo_entries(
+    db: &mongo::mongodb::Database,
+    config: &MongoConfig,
+) -> Result<Entries, StartError> {
+    let collection =
+        ModelCollection::<Entry>::new(db, &config.entries).map_err(|source| StartError::Mongo {
+            uri: redact_uri(&config.uri),
+            source: Box::new(source),
+        })?;
+    Ok(Entries(Arc::new(MongoStorage::new(collection))))
 }
 
 impl<B: Backend> AppState<B> {

@@ -2,6 +2,12 @@
 //! and carries TBone's requests (`{"type":"request","key":..,"method":..,
 //! "href":"/api/entries/",..}`), answered through the same REST routes as
 //! HTTP, to that client only.
+//!
+//! Each event frame carries its position (the channel's envelope is
+//! `PositionedEnvelope`). A page that reconnects as `/ws/?last_position=<the
+//! last position it received>` gets the changes it missed first, in order,
+//! then the live ones; or `{"type":"recovery_failed",..}` when the channel
+//! no longer has that position, and then it reads the list again.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::StatusCode;

@@ -663,3 +663,99 @@ async fn a_write_over_the_socket_is_answered_after_its_own_event() {
     }
     server.shutdown().await;
 }
+
+/// The next frame that is about one of `ids` or is not an event (the
+/// `recovery_failed` frame), as JSON; other tests' events are skipped
+/// (model signals are process-wide).
+// A test helper: a failed expectation is the test's failure.
+#[allow(clippy::panic, clippy::expect_used)]
+async fn next_about(socket: &mut support::Socket, ids: &[&str]) -> Value {
+    let read = async {
+        loop {
+            let Some(Ok(message)) = socket.next().await else {
+                panic!("the socket stays open");
+            };
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
+            let about = frame["payload"]["data"]["_id"].as_str();
+            if frame["type"] != "event" || about.is_some_and(|id| ids.contains(&id)) {
+                return frame;
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("a frame in time")
+}
+
+/// A socket that reconnects with `?last_position=` (the position of the
+/// last event it received: every demo frame carries one) receives the
+/// changes made while it was away, in order, then the live ones; a
+/// position the server does not know brings `recovery_failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_reconnects_with_its_last_position_gets_what_it_missed() {
+    let server = start(memory_state()).await;
+    let post = |text: &'static str| {
+        let addr = server.addr;
+        async move {
+            let body = format!(r#"{{"author": "ann", "text": "{text}"}}"#);
+            id(&http(addr, "POST", "/api/entries/", Some(&body))
+                .await
+                .json())
+        }
+    };
+    let mut first = connect(server.addr).await;
+    subscribed(server.state.channel(), 1).await;
+    let seen = post("seen").await;
+    let frame = next_about(&mut first, &[&seen]).await;
+    let last = frame["position"].as_str().expect("a position").to_string();
+    drop(first);
+    subscribed(server.state.channel(), 0).await;
+
+    let (a, b) = (post("missed a").await, post("missed b").await);
+    let patched = http(
+        server.addr,
+        "PATCH",
+        &format!("/api/entries/{seen}/"),
+        Some(r#"{"text": "edited while away"}"#),
+    )
+    .await;
+    assert_eq!(patched.status, 200);
+
+    let url = format!("ws://{}/ws/?last_position={last}", server.addr);
+    let (mut again, _) = async_tungstenite::tokio::connect_async(url)
+        .await
+        .expect("the socket reconnects");
+    let ids = [seen.as_str(), a.as_str(), b.as_str()];
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        let frame = next_about(&mut again, &ids).await;
+        missed.push((
+            frame["payload"]["name"].clone(),
+            frame["payload"]["data"]["text"].clone(),
+        ));
+    }
+    assert_eq!(
+        missed,
+        [
+            (json!("resource_create"), json!("missed a")),
+            (json!("resource_create"), json!("missed b")),
+            (json!("resource_update"), json!("edited while away")),
+        ]
+    );
+    let live = post("live").await;
+    let frame = next_about(&mut again, &[&live]).await;
+    assert_eq!(frame["payload"]["data"]["text"], "live");
+
+    let url = format!("ws://{}/ws/?last_position=0-1", server.addr);
+    let (mut lost, _) = async_tungstenite::tokio::connect_async(url)
+        .await
+        .expect("the socket connects");
+    assert_eq!(
+        next_about(&mut lost, &[]).await,
+        json!({"type": "recovery_failed", "position": "0-1"})
+    );
+    server.shutdown().await;
+}

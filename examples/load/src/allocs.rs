@@ -99,6 +99,18 @@ pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
+/// The bytes of the live allocations counted so far (allocated minus
+/// freed since counting began).
+pub fn live_bytes() -> i64 {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+/// The number of live allocations counted so far (allocated minus freed
+/// since counting began).
+pub fn live_allocations() -> i64 {
+    LIVE.iter().map(|live| live.load(Ordering::Relaxed)).sum()
+}
+
 /// Starts (`true`) or stops counting this thread's allocations, with
 /// [`Counting::PerThread`]; returns whether it was counted.
 pub fn count_this_thread(on: bool) -> bool {

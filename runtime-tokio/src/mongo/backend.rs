@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::channel::oneshot;
 use futures::future::{AbortHandle, Abortable};
@@ -13,15 +13,16 @@ use mongodb::bson::{doc, oid::ObjectId, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::{CollectionOptions, WriteConcern};
 use mongodb::{Collection, Database};
-use tbone_dispatch::tailing::{DocumentId, TailPosition};
+use tbone_dispatch::tailing::{DocumentId, HeldReceipts, TailPosition};
 use tbone_dispatch::{
     queue, Backend, BackendError, Channel, ChannelBuilder, ChannelError, Envelope, Event,
     EventStream, Runtime, DEFAULT_MAX_PAYLOAD,
 };
 use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::document::to_document;
-use super::receipts::Receipts;
 use super::tail::{tail, TailContext};
 use super::{Driver, MongoError};
 
@@ -76,6 +77,9 @@ impl Default for MongoOptions {
 
 impl MongoOptions {
     /// Most documents the capped collection keeps (`max`; default 32768).
+    /// Also how many delivered ids the tailing consumer remembers, to drop
+    /// the documents a reopened cursor reads again: on a collection created
+    /// by others, give its `max`.
     pub fn capacity(mut self, documents: u64) -> Self {
         self.capacity = documents.max(1);
         self
@@ -100,9 +104,10 @@ impl MongoOptions {
     }
 
     /// How far behind another writer's clock may be without its documents
-    /// being missed after a reconnect (default 30 s). ObjectIds carry their
-    /// writer's time; a resumed cursor starts this far before the newest id
-    /// seen and drops what it already delivered.
+    /// being missed (default 30 s). ObjectIds carry their writer's time: the
+    /// first cursor starts this far before kickoff (dropping the documents
+    /// present at kickoff), a resumed one this far before the newest id
+    /// delivered (dropping what it delivered already).
     pub fn skew_window(mut self, window: Duration) -> Self {
         self.skew_window = window;
         self
@@ -130,6 +135,10 @@ impl MongoOptions {
 
     /// Delays before reopening a cursor that ended without error (an empty
     /// collection): from `min`, doubling up to `max` (default 50 ms to 1 s).
+    /// MongoDB may end a tailable cursor on an empty collection at once: a
+    /// channel's cursor is then reopened at this pace (a `find` on an empty
+    /// collection each time) until its first document. On a collection
+    /// holding documents, an idle instance keeps one cursor.
     pub fn empty_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.empty_backoff = (min, max.max(min));
         self
@@ -183,13 +192,19 @@ pub struct MongoStats {
     /// Malformed documents skipped (no ObjectId `_id`, no string `key`,
     /// data with no JSON form, oversized).
     pub skipped: u64,
-    /// Documents read again after a reconnect and dropped as duplicates.
+    /// Documents read again after a reconnect and dropped because they
+    /// were delivered already (documents present at kickoff are not
+    /// counted).
     pub duplicates: u64,
     /// Times the consumer found its position overwritten by the capped
     /// collection (documents were lost to it before they could be read).
     pub gaps: u64,
     /// Times the tailing cursor was reopened.
     pub reopened: u64,
+    /// Whether the tailing task is alive (from `kickoff` until the channel
+    /// stops: [`Channel::stop`](tbone_dispatch::Channel::stop) waits for it
+    /// to end).
+    pub tailing: bool,
 }
 
 #[derive(Default)]
@@ -202,6 +217,7 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) reopened: AtomicU64,
+    pub(crate) tailing: AtomicBool,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -285,6 +301,12 @@ fn publish_concern(db: &Database, journal: bool) -> Option<WriteConcern> {
     Some(concern)
 }
 
+/// How many delivered ids the tailing consumer remembers: as many as the
+/// collection holds, all that a reopened cursor can read again.
+fn remembered_ids(capacity: u64) -> usize {
+    usize::try_from(capacity).unwrap_or(usize::MAX)
+}
+
 pub(crate) fn is_code(error: &mongodb::error::Error, code: i32) -> bool {
     match &*error.kind {
         ErrorKind::Command(command) => command.code == code,
@@ -301,11 +323,16 @@ pub(crate) fn is_code(error: &mongodb::error::Error, code: i32) -> bool {
 ///   journaled (see [`MongoOptions::journal`]), and fails with an error
 ///   otherwise. Concurrent publishes are written together with
 ///   `insert_many`, in order.
+/// - Delivered: the documents written after kickoff, whatever the clocks
+///   of their writers within the [skew window](MongoOptions::skew_window);
+///   not the ones already in the collection at kickoff (a document whose
+///   id carries the kickoff's second or later is delivered, as TBone does,
+///   since it may have been written after kickoff).
 /// - The tailing cursor awaits data on the server. When it dies (network
 ///   error, server restart, `CappedPositionLost`, killed cursor) it is
-///   reopened with backoff and jitter, a [skew window](MongoOptions::skew_window)
-///   before the newest document seen, and documents already delivered are
-///   dropped: nothing is lost or repeated. Documents overwritten before they
+///   reopened with backoff and jitter, a skew window before the newest
+///   document delivered, and documents already delivered are dropped:
+///   nothing is lost or repeated. Documents overwritten before they
 ///   could be read are reported once per gap (a warning and
 ///   [`MongoStats::gaps`]).
 /// - Malformed documents written by others are skipped with a warning and
@@ -322,9 +349,9 @@ pub struct MongoBackend {
     publish: queue::Sender<PublishRequest>,
     counters: Arc<Counters>,
     closed: AtomicBool,
-    tail: Mutex<Option<AbortHandle>>,
+    tail: Mutex<Option<JoinHandle<()>>>,
     writer: AbortHandle,
-    receipts: Arc<Receipts>,
+    receipts: Arc<HeldReceipts<DocumentId>>,
 }
 
 impl fmt::Debug for MongoBackend {
@@ -407,7 +434,25 @@ impl MongoBackend {
             duplicates: read(&c.duplicates),
             gaps: read(&c.gaps),
             reopened: read(&c.reopened),
+            tailing: c.tailing.load(Ordering::Acquire),
         }
+    }
+}
+
+/// Marks the tailing task alive in the counters until it is dropped (ended,
+/// aborted, or dropped with its runtime).
+struct TailingFlag(Arc<Counters>);
+
+impl TailingFlag {
+    fn raise(counters: Arc<Counters>) -> Self {
+        counters.tailing.store(true, Ordering::Release);
+        TailingFlag(counters)
+    }
+}
+
+impl Drop for TailingFlag {
+    fn drop(&mut self) {
+        self.0.tailing.store(false, Ordering::Release);
     }
 }
 
@@ -434,7 +479,8 @@ impl Backend for MongoBackend {
         let document = to_document(id, &event)?;
         if let Some(receipt) = event.take_receipt() {
             // Given back to the event when the tailing task reads it.
-            self.receipts.hold(DocumentId(id.bytes()), receipt);
+            self.receipts
+                .hold(DocumentId(id.bytes()), receipt, Instant::now());
         }
         let (ack, acked) = oneshot::channel();
         self.publish
@@ -443,7 +489,7 @@ impl Backend for MongoBackend {
             .map_err(|_| BackendError::Closed)?;
         let written = acked.await.map_err(|_| BackendError::Closed)?;
         if written.is_err() {
-            self.receipts.release(DocumentId(id.bytes()));
+            self.receipts.release(&DocumentId(id.bytes()));
         }
         written
     }
@@ -458,7 +504,6 @@ impl Backend for MongoBackend {
             .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
         let window = u32::try_from(self.options.skew_window.as_secs()).unwrap_or(u32::MAX);
         let (events, stream) = queue::bounded(self.options.buffer);
-        let (abort, registration) = AbortHandle::new_pair();
         let context = TailContext {
             collection: self.collection.clone(),
             setup: self.setup.clone(),
@@ -467,23 +512,36 @@ impl Backend for MongoBackend {
             receipts: self.receipts.clone(),
             events,
         };
-        self.driver.handle().spawn(Abortable::new(
-            tail(context, TailPosition::new(kickoff, window)),
-            registration,
-        ));
-        *tailing = Some(abort);
+        let position = TailPosition::new(kickoff, window, remembered_ids(self.options.capacity));
+        let alive = TailingFlag::raise(self.counters.clone());
+        let span = tracing::debug_span!("tail", collection = %self.setup.name);
+        *tailing = Some(
+            self.driver.handle().spawn(
+                async move {
+                    let _alive = alive;
+                    tail(context, position).await;
+                }
+                .instrument(span),
+            ),
+        );
         Ok(stream.boxed())
     }
 
+    /// Stops the tailing task and waits until it is gone, so that a
+    /// runtime dropped right after the channel's stop finds no driver work
+    /// of this channel still running.
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Some(tail) = self
+        let tail = self
             .tail
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
+            .take();
+        if let Some(tail) = tail {
             tail.abort();
+            // Cancelled is the expected outcome; a panic in it was logged
+            // by the runtime already.
+            let _ = tail.await;
         }
     }
 }
@@ -622,6 +680,14 @@ impl MongoChannelBuilder {
         self
     }
 
+    /// How many recent events the channel keeps for clients that resume
+    /// (see [`ChannelBuilder::history`]; the positions are the documents'
+    /// ObjectIds, the same on every instance).
+    pub fn history(mut self, limits: tbone_dispatch::HistoryLimits) -> Self {
+        self.channel = self.channel.history(limits);
+        self
+    }
+
     /// Opens (or returns) the channel on `R`'s default runtime.
     pub fn open<R: Runtime + Default>(self) -> Result<Channel<MongoBackend, R>, ChannelError> {
         self.open_on(R::default())
@@ -632,7 +698,7 @@ impl MongoChannelBuilder {
         let driver = match self.options.driver.clone() {
             Some(driver) => driver,
             None => Driver::current_or_background().map_err(|e| ChannelError::Backend {
-                name: self.name.clone(),
+                channel: self.name.clone(),
                 source: e.into(),
             })?,
         };

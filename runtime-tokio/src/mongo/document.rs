@@ -11,7 +11,7 @@ use super::MongoError;
 /// The stored form of a published event.
 pub(crate) fn to_document(id: ObjectId, event: &Event) -> Result<Document, MongoError> {
     let data: Value = serde_json::from_str(event.data().as_str())
-        .map_err(|e| MongoError::Data(format!("event data is not JSON: {e}")))?;
+        .map_err(|e| MongoError::data("event data is not JSON", e))?;
     let mut document = Document::new();
     document.insert("_id", id);
     document.insert("key", event.key());
@@ -33,13 +33,13 @@ fn json_to_bson(value: Value) -> Result<Bson, MongoError> {
                 // BSON has no unsigned 64-bit integer: as a double it would
                 // reach subscribers changed (and differ from what a memory
                 // channel delivers).
-                return Err(MongoError::Data(format!(
+                return Err(MongoError::refused(format!(
                     "the integer {n} is above i64::MAX, which MongoDB cannot store exactly; send it as a string"
                 )));
             } else if let Some(f) = n.as_f64() {
                 Bson::Double(f)
             } else {
-                return Err(MongoError::Data(format!("number {n} has no BSON form")));
+                return Err(MongoError::refused(format!("number {n} has no BSON form")));
             }
         }
         Value::String(s) => Bson::String(s),

@@ -2,7 +2,7 @@
 //! reactor, whatever runtime the application uses.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use mongodb::{Client, Database};
 use tokio::runtime::Handle;
@@ -31,7 +31,7 @@ impl Driver {
     /// `tbone-mongo`, started on first use and kept for the life of the
     /// process.
     pub fn background() -> Result<Self, MongoError> {
-        static BACKGROUND: OnceLock<Result<Handle, String>> = OnceLock::new();
+        static BACKGROUND: OnceLock<Result<Handle, Arc<std::io::Error>>> = OnceLock::new();
         let handle = BACKGROUND.get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -45,13 +45,16 @@ impl Driver {
                     std::mem::forget(runtime);
                     handle
                 })
-                .map_err(|e| e.to_string())
+                .map_err(Arc::new)
         });
         match handle {
             Ok(handle) => Ok(Driver {
                 handle: handle.clone(),
             }),
-            Err(reason) => Err(MongoError::Runtime(reason.clone())),
+            Err(error) => Err(MongoError::Runtime {
+                context: "cannot start the background tokio runtime that runs the MongoDB driver",
+                source: Box::new(error.clone()),
+            }),
         }
     }
 
@@ -75,7 +78,10 @@ impl Driver {
         self.handle
             .spawn(future)
             .await
-            .map_err(|e| MongoError::Runtime(format!("a driver task failed: {e}")))
+            .map_err(|e| MongoError::Runtime {
+                context: "a driver task failed",
+                source: Box::new(e),
+            })
     }
 
     /// Connects to `uri` and returns database `name`, with the client's

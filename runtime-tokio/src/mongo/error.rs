@@ -23,14 +23,47 @@ pub enum MongoError {
         collection: String,
     },
     /// A value could not be converted between JSON and BSON.
-    #[error("cannot convert the data: {0}")]
-    Data(String),
+    #[error("cannot convert the data: {context}")]
+    Data {
+        /// What could not be converted, and what to do.
+        context: String,
+        /// The converter's error, where there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The data is not valid JSON for an event.
     #[error(transparent)]
     Payload(#[from] PayloadError),
     /// The tokio runtime that runs the driver is unavailable.
-    #[error("the MongoDB driver's runtime is unavailable: {0}")]
-    Runtime(String),
+    #[error("the MongoDB driver's runtime is unavailable: {context}")]
+    Runtime {
+        /// What failed.
+        context: &'static str,
+        /// The runtime's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl MongoError {
+    /// Data that cannot be converted, for `context`, caused by `source`.
+    pub(crate) fn data(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        MongoError::Data {
+            context: context.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// Data that cannot be converted, for a reason of its own.
+    pub(crate) fn refused(context: impl Into<String>) -> Self {
+        MongoError::Data {
+            context: context.into(),
+            source: None,
+        }
+    }
 }
 
 impl From<MongoError> for BackendError {

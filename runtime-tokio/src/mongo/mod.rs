@@ -28,7 +28,6 @@ mod document;
 mod driver;
 mod error;
 mod model;
-mod receipts;
 mod tail;
 
 pub use backend::{builder, open, MongoBackend, MongoChannelBuilder, MongoOptions, MongoStats};

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::TryStreamExt;
 use mongodb::bson::{self, doc, oid::ObjectId, Document};
@@ -12,7 +12,7 @@ use mongodb::{Collection, Database};
 use serde::de::DeserializeOwned;
 use serde::{Serialize, Serializer};
 use tbone_dispatch::model::{
-    send_model_signal, PostDelete, PostSave, Store, POST_DELETE, POST_SAVE,
+    send_model_signal, PostDelete, PostSave, Store, WriteOrder, WriteTurn, POST_DELETE, POST_SAVE,
 };
 use tbone_dispatch::Sender;
 
@@ -58,6 +58,24 @@ impl<T: Serialize> Serialize for Record<T> {
 /// failed write. Writes need `T: Clone`: the signal shares the instance
 /// while the method also returns it.
 ///
+/// # Order of events
+///
+/// The events of one document leave in the order of its writes: each write
+/// holds the document's turn ([`WriteOrder`], one table per process, by
+/// database, collection and id) from before the write until its signal was
+/// sent, so concurrent writes of one document through any `ModelCollection`
+/// of this process take turns, and the last event a client receives is the
+/// stored state. Writes of other documents do not wait. The cost: writes of
+/// one document go one at a time, each waiting for its event as its
+/// receiver does (with [`publish_resource_events`] on a MongoDB channel,
+/// about one round trip). Serializing was chosen over a version number in
+/// the event, which TBone's clients would not know how to read. Writes made
+/// elsewhere (another process, the driver directly) are not ordered with
+/// these; a signal receiver must not write the same document through a
+/// `ModelCollection`, as it would wait for the turn its own write holds.
+///
+/// [`publish_resource_events`]: tbone_dispatch::model::publish_resource_events
+///
 /// ```no_run
 /// use serde::{Deserialize, Serialize};
 /// use tbone_dispatch_tokio::model::publish_resource_events;
@@ -83,6 +101,7 @@ impl<T: Serialize> Serialize for Record<T> {
 pub struct ModelCollection<T> {
     db: Database,
     collection: Collection<Document>,
+    namespace: Arc<str>,
     driver: Driver,
     model: PhantomData<fn() -> T>,
 }
@@ -92,6 +111,7 @@ impl<T> Clone for ModelCollection<T> {
         ModelCollection {
             db: self.db.clone(),
             collection: self.collection.clone(),
+            namespace: self.namespace.clone(),
             driver: self.driver.clone(),
             model: PhantomData,
         }
@@ -104,6 +124,14 @@ impl<T> fmt::Debug for ModelCollection<T> {
             .field("collection", &self.collection.name())
             .finish_non_exhaustive()
     }
+}
+
+/// The turns of every document written through a [`ModelCollection`] in
+/// this process, by namespace and id: one table, so that two collection
+/// helpers of the same collection still take turns.
+fn write_order() -> &'static WriteOrder<(Arc<str>, ObjectId)> {
+    static WRITES: OnceLock<WriteOrder<(Arc<str>, ObjectId)>> = OnceLock::new();
+    WRITES.get_or_init(WriteOrder::new)
 }
 
 fn driver_error(context: &str) -> impl FnOnce(mongodb::error::Error) -> MongoError + '_ {
@@ -132,9 +160,16 @@ where
         ModelCollection {
             db: db.clone(),
             collection: db.collection(name),
+            namespace: format!("{}.{name}", db.name()).into(),
             driver,
             model: PhantomData,
         }
+    }
+
+    /// The turn of document `id`, held from before its write until its
+    /// signal was sent (see "Order of events").
+    async fn turn(&self, id: ObjectId) -> WriteTurn<(Arc<str>, ObjectId)> {
+        write_order().turn((self.namespace.clone(), id)).await
     }
 
     fn store(&self) -> Store {
@@ -143,7 +178,7 @@ where
 
     fn to_document(value: &T) -> Result<Document, MongoError> {
         let mut document = bson::to_document(value)
-            .map_err(|e| MongoError::Data(format!("cannot store the instance: {e}")))?;
+            .map_err(|e| MongoError::data("cannot store the instance", e))?;
         document.remove("_id");
         Ok(document)
     }
@@ -151,10 +186,10 @@ where
     fn from_document(mut document: Document) -> Result<Record<T>, MongoError> {
         let id = document
             .get_object_id("_id")
-            .map_err(|e| MongoError::Data(format!("stored document has no ObjectId _id: {e}")))?;
+            .map_err(|e| MongoError::data("stored document has no ObjectId _id", e))?;
         document.remove("_id");
         let value = bson::from_document(document)
-            .map_err(|e| MongoError::Data(format!("cannot read the stored instance: {e}")))?;
+            .map_err(|e| MongoError::data("cannot read the stored instance", e))?;
         Ok(Record { id, value })
     }
 
@@ -201,6 +236,7 @@ where
         let record = Record { id, value };
         let args = self.save_args(&record, true)?;
         let collection = self.collection.clone();
+        let _turn = self.turn(id).await;
         self.driver
             .run(async move { collection.insert_one(document).await })
             .await?
@@ -221,6 +257,7 @@ where
         let record = Record { id, value };
         let args = self.save_args(&record, false)?;
         let collection = self.collection.clone();
+        let _turn = self.turn(id).await;
         let result = self
             .driver
             .run(async move { collection.replace_one(doc! {"_id": id}, document).await })
@@ -250,6 +287,7 @@ where
         T: Clone,
     {
         let collection = self.collection.clone();
+        let _turn = self.turn(id).await;
         let updated = self
             .driver
             .run(async move {
@@ -264,9 +302,12 @@ where
             return Ok(None);
         };
         let record = Self::from_document(document).map_err(|error| {
-            MongoError::Data(format!(
-                "the update of {id} was written, but the stored document cannot be read back: {error}"
-            ))
+            MongoError::data(
+                format!(
+                    "the update of {id} was written, but the stored document cannot be read back"
+                ),
+                error,
+            )
         })?;
         Ok(Some(self.saved_after(record).await))
     }
@@ -280,6 +321,7 @@ where
         T: Clone,
     {
         let collection = self.collection.clone();
+        let _turn = self.turn(id).await;
         let deleted = self
             .driver
             .run(async move { collection.find_one_and_delete(doc! {"_id": id}).await })
@@ -289,9 +331,10 @@ where
             return Ok(None);
         };
         let record = Self::from_document(document).map_err(|error| {
-            MongoError::Data(format!(
-                "{id} was deleted, but the deleted document cannot be read: {error}"
-            ))
+            MongoError::data(
+                format!("{id} was deleted, but the deleted document cannot be read"),
+                error,
+            )
         })?;
         match PostDelete::new(Arc::new(record.clone()), self.store()) {
             Ok(args) => {

@@ -2,64 +2,25 @@
 //! document to the channel, surviving any cursor death without loss or
 //! duplicates.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Document, RawDocumentBuf};
 use mongodb::options::CursorType;
 use mongodb::Collection;
-use tbone_dispatch::tailing::TailPosition;
-use tbone_dispatch::{queue, Event};
+use tbone_dispatch::tailing::{Admission, Backoff, DocumentId, HeldReceipts, TailPosition};
+use tbone_dispatch::{queue, Event, Position};
 
 use super::backend::{bump, is_code, Counters, MongoOptions, Setup};
 use super::document::{document_id, to_event};
-use super::receipts::Receipts;
 
 pub(crate) struct TailContext {
     pub(crate) collection: Collection<Document>,
     pub(crate) setup: Setup,
     pub(crate) options: MongoOptions,
     pub(crate) counters: Arc<Counters>,
-    pub(crate) receipts: Arc<Receipts>,
+    pub(crate) receipts: Arc<HeldReceipts<DocumentId>>,
     pub(crate) events: queue::Sender<Event>,
-}
-
-/// Exponential delays with jitter, so that many instances reconnecting after
-/// a server restart do not arrive together.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-    random: RandomState,
-    draws: u64,
-}
-
-impl Backoff {
-    fn new((min, max): (Duration, Duration)) -> Self {
-        Backoff {
-            min,
-            max,
-            next: min,
-            random: RandomState::new(),
-            draws: 0,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.next = self.min;
-    }
-
-    /// A delay between half and all of the current step; doubles the step.
-    fn delay(&mut self) -> Duration {
-        let step = self.next;
-        self.next = (self.next * 2).min(self.max);
-        self.draws += 1;
-        let fraction = (self.random.hash_one(self.draws) % 1000) as u32;
-        step / 2 + (step / 2) * fraction / 1000
-    }
 }
 
 enum End {
@@ -88,6 +49,9 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
     let mut empty = Backoff::new(options.empty_backoff);
     let mut failing = Backoff::new(options.error_backoff);
     let mut reopening = false;
+    // Whether the documents present at kickoff were listed: once, before
+    // the first cursor, so that they are not delivered.
+    let mut started = false;
     // The position last found overwritten: a gap is reported once, however
     // many reopen attempts it takes to get past it.
     let mut gap_at = None;
@@ -99,6 +63,20 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
             tracing::warn!(collection = %setup.name, %error, "cannot prepare the channel's collection; retrying");
             tokio::time::sleep(failing.delay()).await;
             continue;
+        }
+        if !started {
+            match present_ids(&collection, position.resume_from()).await {
+                Ok(present) => {
+                    tracing::debug!(collection = %setup.name, present = present.len(), "documents present at kickoff, not delivered");
+                    position.present_at_kickoff(present);
+                    started = true;
+                }
+                Err(error) => {
+                    tracing::warn!(collection = %setup.name, %error, "cannot list the documents present at kickoff; retrying");
+                    tokio::time::sleep(failing.delay()).await;
+                    continue;
+                }
+            }
         }
         if reopening {
             bump(&counters.reopened);
@@ -116,6 +94,7 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
                     Ok(None) => {
                         gap_at = Some(last);
                         bump(&counters.gaps);
+                        tbone_dispatch::observe::record_gap(&setup.name);
                         tracing::warn!(
                             collection = %setup.name,
                             "the consumer fell behind the capped collection: documents were overwritten before they were read; continuing with the oldest remaining"
@@ -180,7 +159,7 @@ async fn follow(
     position: &mut TailPosition,
     events: &queue::Sender<Event>,
     counters: &Counters,
-    receipts: &Receipts,
+    receipts: &HeldReceipts<DocumentId>,
     max_payload: usize,
 ) -> End {
     let mut delivered = false;
@@ -194,14 +173,24 @@ async fn follow(
             tracing::warn!(id = ?document.get("_id"), "skipping a channel document whose _id is not an ObjectId");
             continue;
         };
-        if !position.admit(id) {
-            bump(&counters.duplicates);
-            continue;
+        match position.admit(id) {
+            Admission::Deliver => {}
+            Admission::Duplicate => {
+                bump(&counters.duplicates);
+                continue;
+            }
+            Admission::BeforeStart => continue,
         }
         match to_event(&document, max_payload) {
             Ok(event) => {
                 bump(&counters.received);
-                let event = match receipts.release(id) {
+                // The ObjectId is the same on every instance: a client can
+                // resume on any of them.
+                let event = match Position::new(&ObjectId::from_bytes(id.0).to_hex()) {
+                    Ok(position) => event.with_position(position),
+                    Err(_) => event,
+                };
+                let event = match receipts.release(&id) {
                     Some(receipt) => event.with_receipt(receipt),
                     None => event,
                 };
@@ -217,4 +206,22 @@ async fn follow(
         }
     }
     End::Exhausted { delivered }
+}
+
+/// The ids in the collection from `from` on: the documents present at
+/// kickoff that a cursor opened at `from` would read, and must not deliver.
+async fn present_ids(
+    collection: &Collection<RawDocumentBuf>,
+    from: DocumentId,
+) -> mongodb::error::Result<Vec<DocumentId>> {
+    let mut cursor = collection
+        .find(doc! {"_id": {"$gte": ObjectId::from_bytes(from.0)}})
+        .projection(doc! {"_id": 1})
+        .await?;
+    let mut present = Vec::new();
+    while let Some(document) = cursor.next().await {
+        // Ids that are not ObjectIds are skipped by the tailing anyway.
+        present.extend(document_id(&document?));
+    }
+    Ok(present)
 }

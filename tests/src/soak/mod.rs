@@ -21,10 +21,14 @@ use crate::{TestRuntime, Tokio};
 pub mod churn;
 pub mod flood;
 pub mod fuzz;
+pub mod heap;
 pub mod loopback;
 pub mod mongo_faults;
 pub mod proxy;
 pub mod receivers;
+pub mod redis_faults;
+pub mod resume;
+pub mod server_faults;
 pub mod shutdown;
 pub mod stalled;
 
@@ -37,11 +41,18 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         ("receiver faults", |p| Tokio::block_on(receivers::run(p))),
         ("churn", |p| Tokio::block_on(churn::run(p))),
+        ("churn: injected leak", |p| {
+            Tokio::block_on(churn::injected_leak_is_caught(p))
+        }),
         ("stalled consumers", |p| Tokio::block_on(stalled::run(p))),
         ("clients flooding requests", |p| {
             Tokio::block_on(flood::run(p))
         }),
+        ("resume after reconnects", |p| {
+            Tokio::block_on(resume::run(p))
+        }),
         ("mongo faults", |p| Tokio::block_on(mongo_faults::run(p))),
+        ("redis faults", |p| Tokio::block_on(redis_faults::run(p))),
         ("shutdown: channel stop", |p| {
             Tokio::block_on(shutdown::channel_stop(p))
         }),

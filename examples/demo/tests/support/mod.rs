@@ -283,9 +283,10 @@ pub async fn subscribed<B: Backend>(channel: &Channel<B, Tokio>, count: usize) {
     });
 }
 
-/// The next text frame about entry `id`, within `wait`. Frames about other
-/// entries are skipped: model signals are process-wide, so other tests'
-/// writes reach this test's channel too.
+/// The next text frame about entry `id`, within `wait`, without its
+/// position ([`without_position`]). Frames about other entries are
+/// skipped: model signals are process-wide, so other tests' writes reach
+/// this test's channel too.
 pub async fn frame_for(socket: &mut Socket, id: &str, wait: Duration) -> String {
     let read = async {
         loop {
@@ -299,13 +300,26 @@ pub async fn frame_for(socket: &mut Socket, id: &str, wait: Duration) -> String 
             };
             let frame: Value = serde_json::from_str(&text).expect("frames are JSON");
             if frame["payload"]["data"]["_id"] == id {
-                return text.to_string();
+                return without_position(&text);
             }
         }
     };
     tokio::time::timeout(wait, read)
         .await
         .unwrap_or_else(|_| panic!("no frame about {id} within {wait:?}"))
+}
+
+/// A demo event frame (`PositionedEnvelope`'s) as TBone's: its
+/// `"position"`, which must be there, taken out.
+pub fn without_position(frame: &str) -> String {
+    let at = frame
+        .rfind(r#","position":""#)
+        .unwrap_or_else(|| panic!("an event frame without its position: {frame}"));
+    assert!(
+        frame.ends_with("\"}") && frame.len() > at + r#","position":""#.len() + 2,
+        "the position ends the frame: {frame}"
+    );
+    format!("{}}}", &frame[..at])
 }
 
 /// TBone's frame for event `name` about entry `id`.
@@ -409,12 +423,14 @@ impl Client {
         self.first(|frame| frame["type"] == "response").await.0
     }
 
-    /// The next event about entry `id`, as received (events about other
-    /// entries may come from other tests: model signals are process-wide).
+    /// The next event about entry `id`, as received but without its
+    /// position ([`without_position`]; events about other entries may come
+    /// from other tests: model signals are process-wide).
     pub async fn event_for(&mut self, id: &str) -> String {
-        self.first(|frame| frame["type"] == "event" && frame["payload"]["data"]["_id"] == id)
-            .await
-            .1
+        let (_, text) = self
+            .first(|frame| frame["type"] == "event" && frame["payload"]["data"]["_id"] == id)
+            .await;
+        without_position(&text)
     }
 
     /// The first frame (kept or read within [`WAIT`]) that `wanted` accepts;

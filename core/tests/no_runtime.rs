@@ -1,6 +1,8 @@
 //! Dispatch logic tested without IO, threads or a real clock: only the
 //! core and its `testing::ManualRuntime` (no tokio, async-std or smol).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};

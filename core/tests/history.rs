@@ -1,0 +1,189 @@
+//! Properties of `History`, the ring a channel replays to resuming clients:
+//! for random interleavings of records, limits and resume points, `after`
+//! returns exactly the events recorded after the position, or `None` when
+//! the position was evicted (or never recorded); and the count and byte
+//! bounds hold after every step.
+//!
+//! Checked against a model that states the rule instead of carrying it
+//! out: what a history holds is the longest suffix of what it accepted
+//! that fits the limits at the time it last trimmed (a record, or an
+//! `after`). A record is accepted unless the history is off or holds its
+//! position already.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use tbone_dispatch::{Frame, History, HistoryLimits, Position};
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Record position `id` (repeats and evicted ids come back), with a
+    /// frame of `pad` extra bytes, `dt` ms after the previous step.
+    Record { id: u8, key: bool, pad: u8, dt: u16 },
+    /// Resume after position `id` (some never recorded), `dt` ms later.
+    After { id: u8, dt: u16 },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => (0..40u8, any::<bool>(), 0..24u8, 0..400u16)
+            .prop_map(|(id, key, pad, dt)| Step::Record { id, key, pad, dt }),
+        1 => (0..48u8, 0..400u16).prop_map(|(id, dt)| Step::After { id, dt }),
+    ]
+}
+
+fn limits() -> impl Strategy<Value = HistoryLimits> {
+    (0..12usize, 0..160usize, 0..3_000u64).prop_map(|(events, bytes, age)| {
+        HistoryLimits::default()
+            .events(events)
+            .bytes(bytes)
+            .age(Duration::from_millis(age))
+    })
+}
+
+/// One accepted record, as the model keeps it.
+#[derive(Clone, Debug)]
+struct Entry {
+    position: Position,
+    key: Arc<str>,
+    frame: Frame,
+    at: Duration,
+}
+
+/// What the history should hold, stated declaratively.
+struct Model {
+    limits: HistoryLimits,
+    accepted: Vec<Entry>,
+    trimmed_at: Duration,
+}
+
+impl Model {
+    /// The longest suffix of `accepted` within the limits at `now`.
+    fn held(&self, now: Duration) -> &[Entry] {
+        let mut start = self.accepted.len();
+        let mut bytes = 0;
+        while start > 0 {
+            let candidate = &self.accepted[start - 1];
+            let count = self.accepted.len() - start + 1;
+            let fits = count <= self.limits.events
+                && bytes + candidate.frame.len() <= self.limits.bytes
+                && now.saturating_sub(candidate.at) <= self.limits.age;
+            if !fits {
+                break;
+            }
+            bytes += candidate.frame.len();
+            start -= 1;
+        }
+        &self.accepted[start..]
+    }
+
+    fn holds(&self, position: &Position) -> bool {
+        self.held(self.trimmed_at)
+            .iter()
+            .any(|entry| &entry.position == position)
+    }
+}
+
+fn position(id: u8) -> Position {
+    Position::new(&format!("p{id}")).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn after_is_the_suffix_or_none_and_the_bounds_hold(
+        limits in limits(),
+        steps in proptest::collection::vec(step(), 1..120),
+    ) {
+        let start = Instant::now();
+        let mut history = History::new(limits);
+        let mut model = Model { limits, accepted: Vec::new(), trimmed_at: Duration::ZERO };
+        let mut now = Duration::ZERO;
+        let mut serial = 0u32;
+        for step in steps {
+            match step {
+                Step::Record { id, key, pad, dt } => {
+                    now += Duration::from_millis(u64::from(dt));
+                    serial += 1;
+                    let position = position(id);
+                    let key: Arc<str> = if key { "a".into() } else { "b".into() };
+                    // Distinct frames, so a replay of the wrong one shows.
+                    let frame = Frame::from(format!("{serial}:{}", "x".repeat(usize::from(pad))));
+                    if limits.is_on() && !model.holds(&position) {
+                        model.accepted.push(Entry {
+                            position: position.clone(),
+                            key: key.clone(),
+                            frame: frame.clone(),
+                            at: now,
+                        });
+                        model.trimmed_at = now;
+                    }
+                    history.record(position, key, frame, start + now);
+                }
+                Step::After { id, dt } => {
+                    now += Duration::from_millis(u64::from(dt));
+                    model.trimmed_at = now;
+                    let position = position(id);
+                    let held = model.held(now);
+                    let expected: Option<Vec<(String, String, String)>> = held
+                        .iter()
+                        .position(|entry| entry.position == position)
+                        .map(|i| {
+                            held[i + 1..]
+                                .iter()
+                                .map(|e| (e.position.to_string(), e.key.to_string(), e.frame.as_str().to_string()))
+                                .collect()
+                        });
+                    let got: Option<Vec<(String, String, String)>> = history
+                        .after(&position, start + now)
+                        .map(|events| {
+                            events
+                                .map(|r| (r.position.to_string(), r.key.to_string(), r.frame.as_str().to_string()))
+                                .collect()
+                        });
+                    prop_assert_eq!(&got, &expected, "after {} at {:?}", position, now);
+                    if let Some(i) = model.accepted.iter().rposition(|e| e.position == position) {
+                        if got.is_some() {
+                            // Nothing recorded after the position was
+                            // evicted: the replay is complete.
+                            prop_assert_eq!(got.as_ref().map(Vec::len), Some(model.accepted.len() - i - 1));
+                        }
+                    } else {
+                        prop_assert!(got.is_none(), "{} was never recorded", position);
+                    }
+                }
+            }
+            let held = model.held(model.trimmed_at);
+            prop_assert!(history.len() <= limits.events, "{} events, limit {}", history.len(), limits.events);
+            prop_assert!(history.bytes() <= limits.bytes, "{} bytes, limit {}", history.bytes(), limits.bytes);
+            prop_assert_eq!(history.len(), held.len());
+            prop_assert_eq!(history.bytes(), held.iter().map(|e| e.frame.len()).sum::<usize>());
+            prop_assert_eq!(history.last(), held.last().map(|e| &e.position));
+            prop_assert_eq!(history.is_empty(), held.is_empty());
+        }
+    }
+
+    /// A history that only records (no resume trims it) never exceeds its
+    /// count or byte limits, whatever the sizes; off, it holds nothing.
+    #[test]
+    fn recording_alone_keeps_within_count_and_bytes(
+        limits in limits(),
+        sizes in proptest::collection::vec(0..64usize, 0..200),
+    ) {
+        let now = Instant::now();
+        let mut history = History::new(limits);
+        for (n, size) in sizes.iter().enumerate() {
+            let frame = Frame::from("y".repeat(*size));
+            history.record(Position::new(&format!("q{n}")).unwrap(), "e".into(), frame, now);
+            prop_assert!(history.len() <= limits.events);
+            prop_assert!(history.bytes() <= limits.bytes);
+            if !limits.is_on() {
+                prop_assert!(history.is_empty());
+            }
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! What resuming costs (issue 11), on tokio, each beside a baseline in the
+//! same run:
+//!
+//! - `publish_history/{off,on,on_positioned}/N`: 64 events published to N
+//!   in-memory clients (0, 1, 100) until the last is written to each,
+//!   with no history (the baseline), with the default history (1 000
+//!   events) and TBone's frame, and with the default history and
+//!   `PositionedEnvelope` (what a resuming deployment runs);
+//! - `replay_10000/{live,replay}`: one client receiving 10 000 events,
+//!   published while it is subscribed (the baseline) or replayed from the
+//!   history by `subscribe_after`;
+//! - `resume_1000_clients/{fanout,resume}`: 1 000 clients each receiving
+//!   100 events, fanned out live to all of them (the baseline) or replayed
+//!   to each by 1 000 `subscribe_after` calls at once.
+//!
+//! - `publish_history_interleaved`: the first group again with its
+//!   variants interleaved round by round, for the ratio (printed first).
+//!
+//! Time runs until the last frame is written to the last client's sink
+//! (with no client, until the last event is delivered:
+//! `publish_delivered`). Creating and closing carriers is outside it; a
+//! client dropped by the overflow policy fails the benchmark.
+//!
+//! `cargo bench -p tbone-dispatch-tokio --bench resume`
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use futures::channel::oneshot;
+use futures::Sink;
+use tbone_dispatch_tokio::{
+    Carrier, CarrierConfig, Channel, ChannelBuilder, Envelope, Frame, HistoryLimits, MemoryBackend,
+    PositionedEnvelope, Resumed, TBoneEnvelope, Tokio,
+};
+
+type Memory = Channel<MemoryBackend>;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Frames still expected by a set of clients, and who to tell when none
+/// is left.
+#[derive(Clone, Default)]
+struct Expected {
+    left: Arc<AtomicUsize>,
+    done: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+}
+
+impl Expected {
+    /// Expects `frames` more; resolves when they have all been written.
+    fn arm(&self, frames: usize) -> oneshot::Receiver<()> {
+        let (done, wait) = oneshot::channel();
+        *self.done.lock().unwrap() = Some(done);
+        self.left.store(frames, Ordering::Release);
+        wait
+    }
+
+    fn written(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(done) = self.done.lock().unwrap().take() {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// A client's socket: takes every frame at once and counts it.
+struct Client(Expected);
+
+impl Sink<Frame> for Client {
+    type Error = std::convert::Infallible;
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        std::hint::black_box(frame);
+        self.0.written();
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Carriers large enough to hold a whole replay, so that no run is cut
+/// short by the overflow policy.
+fn carrier(tokio: &Tokio, expected: &Expected) -> Carrier {
+    Carrier::new(
+        tokio,
+        Client(expected.clone()),
+        CarrierConfig::default().capacity(20_000),
+    )
+    .expect("carrier")
+}
+
+fn channel(tokio: &Tokio, name: &str, history: HistoryLimits, envelope: impl Envelope) -> Memory {
+    let channel = ChannelBuilder::new(name)
+        .history(history)
+        .envelope(envelope)
+        .open(tokio.clone(), MemoryBackend::new)
+        .expect("channel");
+    channel.kickoff().expect("kickoff");
+    channel
+}
+
+const BATCH: usize = 64;
+
+/// One variant of `publish_history`: a channel and `n` clients counting
+/// what is written to them.
+struct Variant {
+    name: &'static str,
+    channel: Memory,
+    n: usize,
+    expected: Expected,
+    clients: Vec<Carrier>,
+}
+
+impl Variant {
+    fn new(
+        tokio: &Tokio,
+        name: &'static str,
+        n: usize,
+        history: HistoryLimits,
+        envelope: impl Envelope,
+    ) -> Self {
+        let channel = channel(
+            tokio,
+            &format!("bench-history-{name}-{n}"),
+            history,
+            envelope,
+        );
+        let expected = Expected::default();
+        let clients = (0..n)
+            .map(|_| {
+                let client = carrier(tokio, &expected);
+                channel.subscribe("e", &client).expect("subscribe");
+                client
+            })
+            .collect();
+        Variant {
+            name,
+            channel,
+            n,
+            expected,
+            clients,
+        }
+    }
+
+    /// Off, on, and on with positions in the frames, each with `n` clients.
+    fn all(tokio: &Tokio, n: usize) -> [Variant; 3] {
+        [
+            Variant::new(tokio, "off", n, HistoryLimits::off(), TBoneEnvelope),
+            Variant::new(tokio, "on", n, HistoryLimits::default(), TBoneEnvelope),
+            Variant::new(
+                tokio,
+                "on_positioned",
+                n,
+                HistoryLimits::default(),
+                PositionedEnvelope,
+            ),
+        ]
+    }
+
+    /// Publishes `BATCH` events; returns once the last is delivered and
+    /// every client has been written all of them.
+    async fn batch(&self) {
+        let written = self.expected.arm(self.n * BATCH);
+        for i in 0..BATCH - 1 {
+            self.channel.publish("e", &i).await.expect("publish");
+        }
+        self.channel
+            .publish_delivered("e", &BATCH)
+            .await
+            .expect("publish");
+        if self.n > 0 {
+            written.await.expect("every frame written");
+        }
+    }
+
+    fn close(self) {
+        assert_eq!(
+            self.channel.stats().carriers_dropped,
+            0,
+            "{}: a client was dropped",
+            self.name
+        );
+        self.clients.iter().for_each(Carrier::close);
+    }
+}
+
+fn publish_history(c: &mut Criterion) {
+    let rt = runtime();
+    let tokio = Tokio::with_handle(rt.handle().clone());
+    let mut group = c.benchmark_group("publish_history");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    for n in [0usize, 1, 100] {
+        group.throughput(Throughput::Elements(BATCH as u64));
+        for variant in Variant::all(&tokio, n) {
+            group.bench_with_input(BenchmarkId::new(variant.name, n), &n, |b, _| {
+                b.to_async(&rt).iter_custom(|iters| {
+                    let variant = &variant;
+                    async move {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            variant.batch().await;
+                        }
+                        start.elapsed()
+                    }
+                })
+            });
+            variant.close();
+        }
+    }
+    group.finish();
+}
+
+const MISSED: usize = 10_000;
+
+fn replay_10000(c: &mut Criterion) {
+    let rt = runtime();
+    let tokio = Tokio::with_handle(rt.handle().clone());
+    // The event the client saw last, and the 10 000 after it.
+    let history = HistoryLimits::default().events(MISSED + 1).bytes(64 << 20);
+    let live = channel(&tokio, "bench-replay-live", history, PositionedEnvelope);
+    let resumed = channel(&tokio, "bench-replay", history, PositionedEnvelope);
+    // The history: a first event, whose position the client kept, then
+    // the 10 000 it missed.
+    let position = rt.block_on(async {
+        let (frames, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+        let seen = Carrier::new(&tokio, frames, CarrierConfig::default()).expect("carrier");
+        resumed.subscribe("e", &seen).expect("subscribe");
+        resumed.publish("e", &0).await.expect("publish");
+        let frame = futures::StreamExt::next(&mut client).await.expect("frame");
+        seen.close();
+        for i in 1..=MISSED {
+            resumed.publish("e", &i).await.expect("publish");
+        }
+        resumed.flush().await;
+        let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        value["position"].as_str().expect("a position").to_string()
+    });
+    assert_eq!(resumed.history_stats().events, MISSED + 1);
+
+    let mut group = c.benchmark_group("replay_10000");
+    group
+        .sample_size(20)
+        .throughput(Throughput::Elements(MISSED as u64));
+    let expected = Expected::default();
+    group.bench_function("live", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (live, expected, tokio) = (live.clone(), expected.clone(), tokio.clone());
+            async move {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let client = carrier(&tokio, &expected);
+                    live.subscribe("e", &client).expect("subscribe");
+                    let start = Instant::now();
+                    let done = expected.arm(MISSED);
+                    for i in 1..=MISSED {
+                        live.publish("e", &i).await.expect("publish");
+                    }
+                    done.await.expect("every frame");
+                    elapsed += start.elapsed();
+                    client.close();
+                }
+                elapsed
+            }
+        })
+    });
+    group.bench_function("replay", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (resumed, expected, tokio, position) = (
+                resumed.clone(),
+                expected.clone(),
+                tokio.clone(),
+                position.clone(),
+            );
+            async move {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let client = carrier(&tokio, &expected);
+                    let start = Instant::now();
+                    let done = expected.arm(MISSED);
+                    let replayed = resumed
+                        .subscribe_after(&["e"], &client, &position)
+                        .expect("subscribe_after");
+                    assert_eq!(replayed, Resumed::Replayed { events: MISSED });
+                    done.await.expect("every frame");
+                    elapsed += start.elapsed();
+                    client.close();
+                }
+                elapsed
+            }
+        })
+    });
+    group.finish();
+}
+
+const CLIENTS: usize = 1_000;
+const EACH: usize = 100;
+
+fn resume_1000_clients(c: &mut Criterion) {
+    let rt = runtime();
+    let tokio = Tokio::with_handle(rt.handle().clone());
+    let fanout = channel(
+        &tokio,
+        "bench-resume-fanout",
+        HistoryLimits::default(),
+        PositionedEnvelope,
+    );
+    let resumed = channel(
+        &tokio,
+        "bench-resume-many",
+        HistoryLimits::default(),
+        PositionedEnvelope,
+    );
+    let position = rt.block_on(async {
+        let (frames, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+        let seen = Carrier::new(&tokio, frames, CarrierConfig::default()).expect("carrier");
+        resumed.subscribe("e", &seen).expect("subscribe");
+        resumed.publish("e", &0).await.expect("publish");
+        let frame = futures::StreamExt::next(&mut client).await.expect("frame");
+        seen.close();
+        for i in 1..=EACH {
+            resumed.publish("e", &i).await.expect("publish");
+        }
+        resumed.flush().await;
+        let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+        value["position"].as_str().expect("a position").to_string()
+    });
+
+    let mut group = c.benchmark_group("resume_1000_clients");
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements((CLIENTS * EACH) as u64));
+    let expected = Expected::default();
+    group.bench_function("fanout", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (fanout, expected, tokio) = (fanout.clone(), expected.clone(), tokio.clone());
+            async move {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let clients: Vec<_> = (0..CLIENTS)
+                        .map(|_| {
+                            let client = carrier(&tokio, &expected);
+                            fanout.subscribe("e", &client).expect("subscribe");
+                            client
+                        })
+                        .collect();
+                    let start = Instant::now();
+                    let done = expected.arm(CLIENTS * EACH);
+                    for i in 1..=EACH {
+                        fanout.publish("e", &i).await.expect("publish");
+                    }
+                    done.await.expect("every frame");
+                    elapsed += start.elapsed();
+                    clients.iter().for_each(Carrier::close);
+                }
+                elapsed
+            }
+        })
+    });
+    group.bench_function("resume", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (resumed, expected, tokio, position) = (
+                resumed.clone(),
+                expected.clone(),
+                tokio.clone(),
+                position.clone(),
+            );
+            async move {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let clients: Vec<_> =
+                        (0..CLIENTS).map(|_| carrier(&tokio, &expected)).collect();
+                    let start = Instant::now();
+                    let done = expected.arm(CLIENTS * EACH);
+                    for client in &clients {
+                        let replayed = resumed
+                            .subscribe_after(&["e"], client, &position)
+                            .expect("subscribe_after");
+                        assert_eq!(replayed, Resumed::Replayed { events: EACH });
+                    }
+                    done.await.expect("every frame");
+                    elapsed += start.elapsed();
+                    clients.iter().for_each(Carrier::close);
+                }
+                elapsed
+            }
+        })
+    });
+    group.finish();
+}
+
+/// `publish_history` again, the variants interleaved: rounds of 50
+/// batches per variant, the order rotating each round, so that all of them
+/// see the same machine noise; prints the medians and the median of each
+/// round's ratio to `off`. (Run one after another, criterion's groups
+/// differ by more than the 1.1x being checked on a shared machine.)
+fn publish_history_interleaved() {
+    const ROUNDS: usize = 60;
+    const BATCHES: usize = 50;
+    let rt = runtime();
+    let tokio = Tokio::with_handle(rt.handle().clone());
+    for n in [0usize, 1, 100] {
+        let variants = Variant::all(&tokio, n);
+        let batches = |variant: &Variant, count: usize| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..count {
+                    variant.batch().await;
+                }
+                start.elapsed() / count as u32
+            })
+        };
+        for variant in &variants {
+            batches(variant, 200);
+        }
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        let mut ratios: [Vec<f64>; 2] = Default::default();
+        for round in 0..ROUNDS {
+            let mut this = [Duration::ZERO; 3];
+            for k in 0..3 {
+                let v = (round + k) % 3;
+                this[v] = batches(&variants[v], BATCHES);
+            }
+            for v in 0..3 {
+                times[v].push(this[v]);
+            }
+            for v in 1..3 {
+                ratios[v - 1].push(this[v].as_secs_f64() / this[0].as_secs_f64());
+            }
+        }
+        let median_time = |samples: &mut Vec<Duration>| {
+            samples.sort_unstable();
+            samples[samples.len() / 2]
+        };
+        let median_ratio = |samples: &mut Vec<f64>| {
+            samples.sort_unstable_by(f64::total_cmp);
+            samples[samples.len() / 2]
+        };
+        let [off, on, positioned] = times.each_mut().map(median_time);
+        let [on_ratio, positioned_ratio] = ratios.each_mut().map(median_ratio);
+        println!(
+            "publish_history interleaved, {n} clients, per batch of {BATCH}: off {off:.1?}, on {on:.1?} ({on_ratio:.3}x), on_positioned {positioned:.1?} ({positioned_ratio:.3}x) (medians of {ROUNDS} rounds)"
+        );
+        variants.into_iter().for_each(Variant::close);
+    }
+}
+
+criterion_group!(benches, publish_history, replay_10000, resume_1000_clients);
+
+fn main() {
+    // `cargo bench -- NAME` runs only what NAME selects.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    if filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| "publish_history_interleaved".contains(f.as_str()))
+    {
+        publish_history_interleaved();
+    }
+    benches();
+    criterion::Criterion::default()
+        .configure_from_args()
+        .final_summary();
+}
