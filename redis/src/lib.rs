@@ -14,7 +14,10 @@
 //! event is one entry `{key, data}`, `data` being the JSON text the frames
 //! carry. See [`RedisBackend`] for what is guaranteed.
 //!
-//! ```ignore
+//! Through a runtime crate (this example is compiled as the doc test of
+//! `tbone_dispatch_tokio::redis`, which this crate cannot depend on):
+//!
+//! ```text
 //! // With the runtime crate (here tokio's, feature `redis`):
 //! use tbone_dispatch_tokio::{redis, Carrier, Frame, RedisChannel};
 //!
