@@ -301,6 +301,14 @@ struct Inner<B: Backend, R: Runtime> {
     stop_requested: Shared<oneshot::Receiver<()>>,
 }
 
+/// Why a closed carrier cannot be subscribed.
+fn closed<R: Runtime>(carrier: &Carrier<R>) -> SubscribeError {
+    SubscribeError::CarrierClosed {
+        carrier: carrier.id(),
+        reason: carrier.close_reason().unwrap_or(crate::CloseReason::Closed),
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Only table operations and state swaps run under channel locks; none
     // can leave them half-done.
@@ -409,31 +417,13 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
     /// was. One carrier may be subscribed to many events of many channels.
     pub fn subscribe(&self, event: &str, carrier: &Carrier<R>) -> Result<bool, SubscribeError> {
         let inner = &self.inner;
-        if event.len() > inner.max_event_name {
-            return Err(SubscribeError::EventNameTooLong {
-                len: event.len(),
-                max: inner.max_event_name,
-            });
-        }
-        if matches!(*lock(&inner.consumer), Consumer::Stopped { .. }) {
-            return Err(SubscribeError::Stopped {
-                channel: inner.name.to_string(),
-            });
-        }
-        let closed = |carrier: &Carrier<R>| SubscribeError::CarrierClosed {
-            carrier: carrier.id(),
-            reason: carrier.close_reason().unwrap_or(crate::CloseReason::Closed),
-        };
+        inner.check_subscribable(&[event])?;
         if carrier.is_closed() {
             return Err(closed(carrier));
         }
         let added =
             inner.edit_subscriptions(|table| table.subscribe(event, carrier.id(), carrier.clone()));
-        let membership: Weak<dyn Membership> = inner.me.clone();
-        if !carrier.join(membership) {
-            inner.edit_subscriptions(|table| table.remove_carrier(carrier.id()));
-            return Err(closed(carrier));
-        }
+        inner.join(carrier)?;
         Ok(added)
     }
 
@@ -488,21 +478,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         after: &str,
     ) -> Result<Resumed, SubscribeError> {
         let inner = &self.inner;
-        if let Some(event) = events.iter().find(|e| e.len() > inner.max_event_name) {
-            return Err(SubscribeError::EventNameTooLong {
-                len: event.len(),
-                max: inner.max_event_name,
-            });
-        }
-        if matches!(*lock(&inner.consumer), Consumer::Stopped { .. }) {
-            return Err(SubscribeError::Stopped {
-                channel: inner.name.to_string(),
-            });
-        }
-        let closed = |carrier: &Carrier<R>| SubscribeError::CarrierClosed {
-            carrier: carrier.id(),
-            reason: carrier.close_reason().unwrap_or(crate::CloseReason::Closed),
-        };
+        inner.check_subscribable(events)?;
         let resumed = {
             let mut table = lock(&inner.subscriptions);
             let mut history = lock(&inner.history);
@@ -550,11 +526,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
             inner.metrics.subscriptions(table.subscription_count());
             resumed
         };
-        let membership: Weak<dyn Membership> = inner.me.clone();
-        if !carrier.join(membership) {
-            inner.edit_subscriptions(|table| table.remove_carrier(carrier.id()));
-            return Err(closed(carrier));
-        }
+        inner.join(carrier)?;
         Ok(resumed)
     }
 
@@ -976,6 +948,35 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
             let _ = trigger.send(());
         }
         self.edit_subscriptions(Subscriptions::clear);
+    }
+
+    /// Whether `events` may be subscribed to here: names within the limit,
+    /// the channel not stopped.
+    fn check_subscribable(&self, events: &[&str]) -> Result<(), SubscribeError> {
+        if let Some(event) = events.iter().find(|e| e.len() > self.max_event_name) {
+            return Err(SubscribeError::EventNameTooLong {
+                len: event.len(),
+                max: self.max_event_name,
+            });
+        }
+        if matches!(*lock(&self.consumer), Consumer::Stopped { .. }) {
+            return Err(SubscribeError::Stopped {
+                channel: self.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records the channel in a just-subscribed carrier, so that closing it
+    /// removes it here; undoes the subscription if the carrier closed
+    /// meanwhile.
+    fn join(&self, carrier: &Carrier<R>) -> Result<(), SubscribeError> {
+        let membership: Weak<dyn Membership> = self.me.clone();
+        if carrier.join(membership) {
+            return Ok(());
+        }
+        self.edit_subscriptions(|table| table.remove_carrier(carrier.id()));
+        Err(closed(carrier))
     }
 
     /// Changes the subscription table, keeping its gauge current.

@@ -4,10 +4,12 @@
 
 use std::fmt;
 
+mod alive;
 mod backoff;
 mod position;
 mod receipts;
 
+pub use alive::Alive;
 pub use backoff::Backoff;
 pub use position::{Admission, TailPosition};
 pub use receipts::{HeldReceipts, MOST_RECEIPTS, RECEIPT_PATIENCE};

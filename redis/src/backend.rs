@@ -7,7 +7,7 @@ use tracing::Instrument;
 
 use futures::channel::oneshot;
 use futures::StreamExt;
-use tbone_dispatch::tailing::HeldReceipts;
+use tbone_dispatch::tailing::{Alive, HeldReceipts};
 use tbone_dispatch::{queue, Backend, BackendError, Event, EventStream, Receipt, Task};
 
 use crate::in_flight::ReceiptBatches;
@@ -52,7 +52,7 @@ pub(crate) struct Counters {
     pub(crate) skipped: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) reconnected: AtomicU64,
-    pub(crate) tailing: std::sync::atomic::AtomicBool,
+    pub(crate) tailing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -190,23 +190,6 @@ impl<R: Connect> RedisBackend<R> {
     }
 }
 
-/// Marks the tailing task alive in the counters until it is dropped (ended,
-/// aborted, or dropped with its runtime).
-struct TailingFlag<R>(Arc<Shared<R>>);
-
-impl<R> TailingFlag<R> {
-    fn raise(shared: Arc<Shared<R>>) -> Self {
-        shared.counters.tailing.store(true, Ordering::Release);
-        TailingFlag(shared)
-    }
-}
-
-impl<R> Drop for TailingFlag<R> {
-    fn drop(&mut self) {
-        self.0.counters.tailing.store(false, Ordering::Release);
-    }
-}
-
 fn abort(task: &Mutex<Option<Task>>) {
     if let Some(task) = task.lock().unwrap_or_else(PoisonError::into_inner).take() {
         task.abort();
@@ -250,7 +233,7 @@ impl<R: Connect> Backend for RedisBackend<R> {
         }
         let kickoff = self.shared.runtime.now();
         let (events, stream) = queue::bounded(self.shared.options.buffer);
-        let alive = TailingFlag::raise(self.shared.clone());
+        let alive = Alive::raise(&self.shared.counters.tailing);
         let tailing_task = tail(self.shared.clone(), kickoff, events);
         let task = self
             .shared

@@ -13,7 +13,7 @@ use mongodb::bson::{doc, oid::ObjectId, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::{CollectionOptions, WriteConcern};
 use mongodb::{Collection, Database};
-use tbone_dispatch::tailing::{DocumentId, HeldReceipts, TailPosition};
+use tbone_dispatch::tailing::{Alive, DocumentId, HeldReceipts, TailPosition};
 use tbone_dispatch::{
     queue, Backend, BackendError, Channel, ChannelBuilder, ChannelError, Envelope, Event,
     EventStream, Runtime, DEFAULT_MAX_PAYLOAD,
@@ -217,7 +217,7 @@ pub(crate) struct Counters {
     pub(crate) duplicates: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) reopened: AtomicU64,
-    pub(crate) tailing: AtomicBool,
+    pub(crate) tailing: Arc<AtomicBool>,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -439,23 +439,6 @@ impl MongoBackend {
     }
 }
 
-/// Marks the tailing task alive in the counters until it is dropped (ended,
-/// aborted, or dropped with its runtime).
-struct TailingFlag(Arc<Counters>);
-
-impl TailingFlag {
-    fn raise(counters: Arc<Counters>) -> Self {
-        counters.tailing.store(true, Ordering::Release);
-        TailingFlag(counters)
-    }
-}
-
-impl Drop for TailingFlag {
-    fn drop(&mut self) {
-        self.0.tailing.store(false, Ordering::Release);
-    }
-}
-
 impl Drop for MongoBackend {
     fn drop(&mut self) {
         self.writer.abort();
@@ -513,7 +496,7 @@ impl Backend for MongoBackend {
             events,
         };
         let position = TailPosition::new(kickoff, window, remembered_ids(self.options.capacity));
-        let alive = TailingFlag::raise(self.counters.clone());
+        let alive = Alive::raise(&self.counters.tailing);
         let span = tracing::debug_span!("tail", collection = %self.setup.name);
         *tailing = Some(
             self.driver.handle().spawn(
