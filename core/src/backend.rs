@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures::channel::oneshot;
 use futures::stream::BoxStream;
 
-use crate::{Payload, Position};
+use crate::{Payload, Position, Stored};
 
 /// One published event: its name (the spec's `key`) and its JSON data.
 ///
@@ -202,6 +202,26 @@ pub trait Backend: Send + Sync + 'static {
     /// nothing.
     fn close(&self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+
+    /// The events the backend still stores after position `after`, for a
+    /// client resuming from a position that the channel's own history no
+    /// longer holds (or never held: it started later, on another
+    /// instance). `Ok(None)` when the backend keeps no such store (the
+    /// default) or `after` is not in it any more (overwritten) or never
+    /// was, or more than [`MAX_STORED_REPLAY`](crate::MAX_STORED_REPLAY)
+    /// events follow it: the client is then told that recovery failed.
+    ///
+    /// Called by [`Channel::resume`](crate::Channel::resume), possibly
+    /// several times for one client (when this instance has not yet caught
+    /// up with the client's position). MongoChannel answers from its capped
+    /// collection.
+    fn stored_after(
+        &self,
+        after: &Position,
+    ) -> impl Future<Output = Result<Option<Stored>, BackendError>> + Send {
+        let _ = after;
+        async { Ok(None) }
     }
 }
 

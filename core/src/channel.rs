@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use futures::channel::{mpsc, oneshot};
 use futures::future::{self, Either, Shared};
@@ -23,6 +24,7 @@ use crate::payload::{Payload, DEFAULT_MAX_PAYLOAD};
 use crate::position::{Position, Sequence};
 use crate::registry;
 use crate::runtime::Runtime;
+use crate::stored::{missed_from_store, Stored};
 use crate::subscriptions::Subscriptions;
 
 /// Default limit on event names, in bytes.
@@ -162,7 +164,8 @@ impl ChannelBuilder {
                 stats: Counters::default(),
                 metrics: ChannelMetrics::new(&name),
                 history: Mutex::new(History::new(history)),
-                sequence: Mutex::new(Sequence::new()),
+                sequence: history.is_on().then(|| Mutex::new(Sequence::new())),
+                last_delivered: Mutex::new(None),
                 consumer: Mutex::new(Consumer::Idle),
                 warned_idle: AtomicBool::new(false),
                 orphaned: AtomicBool::new(false),
@@ -174,7 +177,8 @@ impl ChannelBuilder {
     }
 }
 
-/// What [`Channel::subscribe_after`] could give a resuming client.
+/// What [`Channel::resume`] (or [`Channel::subscribe_after`]) could give
+/// a resuming client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Resumed {
@@ -183,7 +187,8 @@ pub enum Resumed {
         /// How many.
         events: usize,
     },
-    /// Its position was not in the history: it was sent the envelope's
+    /// What it missed could not be told (its position is not in the
+    /// history, nor in the backend's store): it was sent the envelope's
     /// `recovery_failed` frame and should reload.
     Failed,
 }
@@ -289,8 +294,14 @@ struct Inner<B: Backend, R: Runtime> {
     /// (never the other way round): recording a run and taking its
     /// subscribers is one step, as is replaying and subscribing.
     history: Mutex<History>,
-    /// Positions for events whose backend gives none (consumer only).
-    sequence: Mutex<Sequence>,
+    /// Positions for events whose backend gives none (consumer only),
+    /// numbered only while the channel keeps a history (nothing else needs
+    /// them): also says, without a lock, whether it keeps one.
+    sequence: Option<Mutex<Sequence>>,
+    /// The position of the last event with a backend position delivered,
+    /// for resuming from what the backend stores
+    /// ([`Channel::resume`]). Set and read inside `subscriptions`.
+    last_delivered: Mutex<Option<Position>>,
     consumer: Mutex<Consumer>,
     warned_idle: AtomicBool,
     /// Set when the registry replaced this instance because its consumer
@@ -300,6 +311,12 @@ struct Inner<B: Backend, R: Runtime> {
     stop_trigger: Mutex<Option<oneshot::Sender<()>>>,
     stop_requested: Shared<oneshot::Receiver<()>>,
 }
+
+/// How often [`Channel::resume`] reads the backend's store again while
+/// this instance has not caught up with a client's position, and the
+/// first wait (doubled each time).
+const RESUME_RETRIES: usize = 5;
+const RESUME_RETRY: Duration = Duration::from_millis(50);
 
 /// Why a closed carrier cannot be subscribed.
 fn closed<R: Runtime>(carrier: &Carrier<R>) -> SubscribeError {
@@ -479,55 +496,98 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
     ) -> Result<Resumed, SubscribeError> {
         let inner = &self.inner;
         inner.check_subscribable(events)?;
-        let resumed = {
-            let mut table = lock(&inner.subscriptions);
-            let mut history = lock(&inner.history);
-            let now = inner.runtime.now();
-            let missed: Option<Vec<Frame>> = Position::new(after).ok().and_then(|position| {
-                let missed = history.after(&position, now)?;
-                Some(
-                    missed
-                        .filter(|recorded| events.contains(&&*recorded.key))
-                        .map(|recorded| recorded.frame.clone())
-                        .collect(),
-                )
-            });
-            drop(history);
-            let (resumed, mut frames) = match missed {
-                Some(frames) => (
-                    Resumed::Replayed {
-                        events: frames.len(),
-                    },
-                    frames,
-                ),
-                None => {
-                    // Echoed only when it is a position: client input of any
-                    // length or content never reaches other frames.
-                    let echoed = if Position::new(after).is_ok() {
-                        after
-                    } else {
-                        ""
-                    };
-                    (
-                        Resumed::Failed,
-                        vec![inner
-                            .envelope
-                            .recovery_failed(echoed)
-                            .into_recovery_failed()],
-                    )
-                }
-            };
-            if !carrier.replay(&mut frames.drain(..)) {
+        let position = Position::new(after).ok();
+        if let Some(position) = &position {
+            if let Some(resumed) = inner.join_from_history(events, carrier, position)? {
+                return Ok(resumed);
+            }
+        }
+        inner.join_failed(events, carrier, position.as_ref())
+    }
+
+    /// Subscribes `carrier` to `events` for a client that reconnects and
+    /// last saw the event at position `after`, like
+    /// [`subscribe_after`](Channel::subscribe_after), and when `after` is
+    /// not in the channel's history, from what the backend still stores
+    /// ([`Backend::stored_after`]): a MongoChannel reads the events the
+    /// client missed from its capped collection (a RedisChannel from its
+    /// stream), so a client resumes on an instance that started after it
+    /// left, or whose history is shorter than the collection.
+    ///
+    /// The store and the live stream must meet exactly: the channel needs
+    /// to know where the events it delivered since the store was read
+    /// continue, which its history tells. When it cannot tell yet (this
+    /// instance has not delivered the client's position: it came from a
+    /// faster instance; or, with the history off, events were delivered
+    /// while the store was read), it reads the store again, waiting a
+    /// little longer each time (50 ms doubling, five times), so that the
+    /// client receives nothing twice and misses nothing. After that, or
+    /// when the backend does not store `after` (overwritten, never stored,
+    /// more than [`MAX_STORED_REPLAY`](crate::MAX_STORED_REPLAY) events
+    /// ago) or cannot be read, the client is told that recovery failed, as
+    /// with `subscribe_after`. Backends without a store answer at once.
+    /// Keep a history, even a short one, on busy channels whose clients
+    /// resume.
+    ///
+    /// ```
+    /// use tbone_dispatch::testing::ManualRuntime;
+    /// use tbone_dispatch::{Carrier, CarrierConfig, ChannelBuilder, Frame, MemoryBackend, Resumed};
+    ///
+    /// let runtime = ManualRuntime::new();
+    /// let channel = ChannelBuilder::new("doc-resume").open(runtime.clone(), MemoryBackend::new).unwrap();
+    /// channel.kickoff().unwrap();
+    /// let (sink, _client) = futures::channel::mpsc::unbounded::<Frame>();
+    /// let carrier = Carrier::new(&runtime, sink, CarrierConfig::default()).unwrap();
+    /// // MemoryBackend stores nothing beyond the history: a position from
+    /// // elsewhere cannot be recovered, and the client is told so.
+    /// let resumed = runtime.run(channel.resume(&["tick"], &carrier, "0-1")).unwrap().unwrap();
+    /// assert_eq!(resumed, Resumed::Failed);
+    /// ```
+    pub async fn resume(
+        &self,
+        events: &[&str],
+        carrier: &Carrier<R>,
+        after: &str,
+    ) -> Result<Resumed, SubscribeError> {
+        let inner = &self.inner;
+        inner.check_subscribable(events)?;
+        let Ok(position) = Position::new(after) else {
+            return inner.join_failed(events, carrier, None);
+        };
+        let mut delay = RESUME_RETRY;
+        for attempt in 0..=RESUME_RETRIES {
+            if let Some(resumed) = inner.join_from_history(events, carrier, &position)? {
+                return Ok(resumed);
+            }
+            if attempt == RESUME_RETRIES {
+                break;
+            }
+            if carrier.is_closed() {
                 return Err(closed(carrier));
             }
-            for event in events {
-                table.subscribe(event, carrier.id(), carrier.clone());
+            match inner.backend.stored_after(&position).await {
+                Ok(Some(stored)) => {
+                    let frames = inner.encode_stored(&stored, events);
+                    let joined = inner.join_after(events, carrier, |history, last, now| {
+                        missed_from_store(&stored, &frames, last, history, now, |key| {
+                            events.contains(&key)
+                        })
+                    })?;
+                    if let Some(resumed) = joined {
+                        return Ok(resumed);
+                    }
+                    tracing::debug!(channel = %inner.name, %position, "this instance has not caught up with a resuming client's position; reading the store again");
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(channel = %inner.name, %position, %error, "cannot read what the backend stores after a resuming client's position; telling it that recovery failed");
+                    break;
+                }
             }
-            inner.metrics.subscriptions(table.subscription_count());
-            resumed
-        };
-        inner.join(carrier)?;
-        Ok(resumed)
+            inner.runtime.sleep(delay).await;
+            delay *= 2;
+        }
+        inner.join_failed(events, carrier, Some(&position))
     }
 
     /// Unsubscribes `carrier` from `event`. Returns whether it was
@@ -725,7 +785,7 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         }
         let key = event.key().to_string();
         #[cfg(feature = "metrics")]
-        let event = event.published_now(inner.runtime.now());
+        let event = inner.metrics.stamp(event, &inner.runtime);
         let span = tracing::trace_span!("publish", channel = %inner.name, event = %key);
         match inner.backend.publish(event).instrument(span).await {
             Ok(()) => {
@@ -950,6 +1010,99 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         self.edit_subscriptions(Subscriptions::clear);
     }
 
+    /// Replays to `carrier` the frames `missed` finds, under the lock that
+    /// orders deliveries and subscriptions (given the channel's history and
+    /// the last backend position it delivered), then subscribes it to
+    /// `events`, so that replay and live stream meet with no gap and no
+    /// duplicate. `Ok(None)`, subscribing nothing, when `missed` finds
+    /// nothing it can vouch for.
+    fn join_after(
+        &self,
+        events: &[&str],
+        carrier: &Carrier<R>,
+        missed: impl FnOnce(&mut History, Option<&Position>, Instant) -> Option<Vec<Frame>>,
+    ) -> Result<Option<Resumed>, SubscribeError> {
+        // Checked again here: `resume` awaits the backend's store, while
+        // the channel may stop.
+        self.check_subscribable(events)?;
+        let resumed = {
+            let mut table = lock(&self.subscriptions);
+            let mut history = lock(&self.history);
+            let last = lock(&self.last_delivered).clone();
+            let Some(mut frames) = missed(&mut history, last.as_ref(), self.runtime.now()) else {
+                return Ok(None);
+            };
+            drop(history);
+            let resumed = Resumed::Replayed {
+                events: frames.len(),
+            };
+            if !carrier.replay(&mut frames.drain(..)) {
+                return Err(closed(carrier));
+            }
+            for event in events {
+                table.subscribe(event, carrier.id(), carrier.clone());
+            }
+            self.metrics.subscriptions(table.subscription_count());
+            resumed
+        };
+        self.join(carrier)?;
+        Ok(Some(resumed))
+    }
+
+    /// [`join_after`](Inner::join_after) with what the history holds after
+    /// `position`.
+    fn join_from_history(
+        &self,
+        events: &[&str],
+        carrier: &Carrier<R>,
+        position: &Position,
+    ) -> Result<Option<Resumed>, SubscribeError> {
+        self.join_after(events, carrier, |history, _, now| {
+            let missed = history.after(position, now)?;
+            Some(
+                missed
+                    .filter(|recorded| events.contains(&&*recorded.key))
+                    .map(|recorded| recorded.frame.clone())
+                    .collect(),
+            )
+        })
+    }
+
+    /// Subscribes `carrier` to `events` after the envelope's
+    /// `recovery_failed` frame: its client's position cannot be resumed.
+    fn join_failed(
+        &self,
+        events: &[&str],
+        carrier: &Carrier<R>,
+        position: Option<&Position>,
+    ) -> Result<Resumed, SubscribeError> {
+        // Echoed only when it is a position: client input of any length or
+        // content never reaches other frames.
+        let echoed = position.map_or("", Position::as_str);
+        let failed = self.envelope.recovery_failed(echoed).into_recovery_failed();
+        self.join_after(events, carrier, |_, _, _| Some(vec![failed]))?;
+        Ok(Resumed::Failed)
+    }
+
+    /// The frames of the stored events a client wants (`None` for the
+    /// others), as the live clients received them.
+    fn encode_stored(&self, stored: &Stored, events: &[&str]) -> Vec<Option<Frame>> {
+        stored
+            .events()
+            .map(|(event, _)| events.contains(&event.key()).then_some(event))
+            .map(|wanted| {
+                let event = wanted?;
+                Some(match event.position() {
+                    Some(position) => {
+                        self.envelope
+                            .encode_event(event.key(), event.data(), position)
+                    }
+                    None => self.envelope.encode(event.key(), event.data()),
+                })
+            })
+            .collect()
+    }
+
     /// Whether `events` may be subscribed to here: names within the limit,
     /// the channel not stopped.
     fn check_subscribable(&self, events: &[&str]) -> Result<(), SubscribeError> {
@@ -990,9 +1143,14 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
     /// Each event's position: its backend's, or the next of this channel's
     /// own numbering.
     fn positions(&self, run: &[Event]) -> Vec<Option<Position>> {
-        let mut sequence = lock(&self.sequence);
+        let mut sequence = self.sequence.as_ref().map(lock);
         run.iter()
-            .map(|event| Some(event.position().cloned().unwrap_or_else(|| sequence.next())))
+            .map(|event| {
+                event
+                    .position()
+                    .cloned()
+                    .or_else(|| sequence.as_mut().map(|sequence| sequence.next()))
+            })
             .collect()
     }
 
@@ -1005,11 +1163,20 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
             .map(|(event, position)| match position {
                 Some(position) => self
                     .envelope
-                    .encode_at(event.key(), event.data(), position)
-                    .with_position(position),
+                    .encode_event(event.key(), event.data(), position),
                 None => self.envelope.encode(event.key(), event.data()),
             })
             .collect()
+    }
+
+    /// Remembers the run's last backend position as the last delivered
+    /// (for [`Channel::resume`]); called under the subscriptions lock, in
+    /// the same step as taking the run's subscribers. Channels that number
+    /// their own events have none and skip the lock.
+    fn note_delivered(&self, run: &[Event]) {
+        if let Some(position) = run.iter().rev().find_map(Event::position) {
+            *lock(&self.last_delivered) = Some(position.clone());
+        }
     }
 
     fn deliver(&self, event: &Event) {
@@ -1033,25 +1200,27 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         let stats = &self.stats;
         let events = run.len() as u64;
         stats.received.fetch_add(events, Ordering::Relaxed);
-        self.metrics.received(events);
+        self.metrics.received(run);
         let receipts = run.iter().any(|event| event.receipt().is_some());
-        let (targets, frames) = if lock(&self.history).is_on() {
+        let (targets, frames) = if self.sequence.is_some() {
             // Every event enters the history, subscribers or not: encode
             // first, then record and take the subscribers in one step.
             let positions = self.positions(run);
             let frames = self.encode_run(run, &positions);
             let now = self.runtime.now();
             let table = lock(&self.subscriptions);
-            let mut history = lock(&self.history);
-            for ((event, position), frame) in run.iter().zip(positions).zip(&frames) {
-                if let Some(position) = position {
-                    history.record(position, event.shared_key(), frame.clone(), now);
-                }
-            }
-            drop(history);
+            let recorded = positions
+                .into_iter()
+                .zip(&frames)
+                .filter_map(|(position, frame)| Some((position?, frame.clone())));
+            lock(&self.history).record_run(&first.shared_key(), recorded, now);
+            self.note_delivered(run);
             (table.subscribers(first.key()), frames)
         } else {
-            let targets = lock(&self.subscriptions).subscribers(first.key());
+            let table = lock(&self.subscriptions);
+            self.note_delivered(run);
+            let targets = table.subscribers(first.key());
+            drop(table);
             if targets.is_empty() {
                 (targets, Vec::new())
             } else {
@@ -1094,13 +1263,7 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         stats.queued.fetch_add(queued, Ordering::Relaxed);
         self.metrics.delivered(queued);
         #[cfg(feature = "metrics")]
-        {
-            let now = self.runtime.now();
-            for published in run.iter().filter_map(Event::published_at) {
-                self.metrics
-                    .latency(now.saturating_duration_since(published));
-            }
-        }
+        self.metrics.latency(run, &self.runtime);
         for (event, carriers) in run.iter().zip(&reached) {
             if let Some(receipt) = event.receipt() {
                 receipt.fulfil(*carriers);

@@ -41,6 +41,28 @@ pub trait Envelope: Send + Sync + 'static {
         self.encode(event, data)
     }
 
+    /// The frame a channel delivers for an event that has a position: the
+    /// text of [`encode_at`](Envelope::encode_at), carrying the position
+    /// for carriers that send it apart ([`Frame::position`]). Channels call
+    /// this one. The default copies `encode_at`'s text once, behind the
+    /// position ([`Frame::with_position`]); [`TBoneEnvelope`] and
+    /// [`PositionedEnvelope`] write both into one buffer. An override
+    /// must return `encode_at`'s text with that position.
+    ///
+    /// ```
+    /// use tbone_dispatch::{Envelope, Payload, Position, TBoneEnvelope};
+    ///
+    /// let data = Payload::encode(&1).unwrap();
+    /// let position = Position::new("17a-3").unwrap();
+    /// let frame = TBoneEnvelope.encode_event("tick", &data, &position);
+    /// assert_eq!(frame, TBoneEnvelope.encode_at("tick", &data, &position));
+    /// assert_eq!(frame.position(), Some("17a-3"));
+    /// ```
+    fn encode_event(&self, event: &str, data: &Payload, position: &Position) -> Frame {
+        self.encode_at(event, data, position)
+            .with_position(position)
+    }
+
     /// The frame that tells a resuming client that the events it missed
     /// cannot be replayed (its position is older than the history, or from
     /// another epoch), so it must reload. The default is
@@ -77,17 +99,32 @@ const HEAD: &str = r#"{"type":"event","payload":{"name":"#;
 const MIDDLE: &str = r#","data":"#;
 const TAIL: &str = "}}";
 
-impl Envelope for TBoneEnvelope {
-    fn encode(&self, event: &str, data: &Payload) -> Frame {
-        let mut out = String::with_capacity(
-            HEAD.len() + event.len() + 2 + MIDDLE.len() + data.len() + TAIL.len(),
-        );
+impl TBoneEnvelope {
+    /// The frame's length, when the event name needs no escaping.
+    fn len(event: &str, data: &Payload) -> usize {
+        HEAD.len() + event.len() + 2 + MIDDLE.len() + data.len() + TAIL.len()
+    }
+
+    fn write(out: &mut String, event: &str, data: &Payload) {
         out.push_str(HEAD);
-        push_json_string(&mut out, event);
+        push_json_string(out, event);
         out.push_str(MIDDLE);
         out.push_str(data.as_str());
         out.push_str(TAIL);
+    }
+}
+
+impl Envelope for TBoneEnvelope {
+    fn encode(&self, event: &str, data: &Payload) -> Frame {
+        let mut out = String::with_capacity(TBoneEnvelope::len(event, data));
+        TBoneEnvelope::write(&mut out, event, data);
         Frame::from(out)
+    }
+
+    fn encode_event(&self, event: &str, data: &Payload, position: &Position) -> Frame {
+        Frame::at(position, TBoneEnvelope::len(event, data), |out| {
+            TBoneEnvelope::write(out, event, data);
+        })
     }
 }
 
@@ -110,24 +147,55 @@ impl Envelope for TBoneEnvelope {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PositionedEnvelope;
 
+/// What `PositionedEnvelope` writes between the data and the position,
+/// and after it.
+const POSITION_HEAD: &str = r#"},"position":""#;
+const POSITION_TAIL: &str = "\"}";
+
+impl PositionedEnvelope {
+    /// The frame's length, when the event name needs no escaping.
+    fn len(event: &str, data: &Payload, position: &Position) -> usize {
+        HEAD.len()
+            + event.len()
+            + 2
+            + MIDDLE.len()
+            + data.len()
+            + POSITION_HEAD.len()
+            + position.as_str().len()
+            + POSITION_TAIL.len()
+    }
+
+    fn write(out: &mut String, event: &str, data: &Payload, position: &Position) {
+        out.push_str(HEAD);
+        push_json_string(out, event);
+        out.push_str(MIDDLE);
+        out.push_str(data.as_str());
+        // A position is printable ASCII without quotes or backslashes.
+        out.push_str(POSITION_HEAD);
+        out.push_str(position.as_str());
+        out.push_str(POSITION_TAIL);
+    }
+}
+
 impl Envelope for PositionedEnvelope {
     fn encode(&self, event: &str, data: &Payload) -> Frame {
         TBoneEnvelope.encode(event, data)
     }
 
     fn encode_at(&self, event: &str, data: &Payload, position: &Position) -> Frame {
-        let mut out = String::with_capacity(
-            HEAD.len() + event.len() + MIDDLE.len() + data.len() + position.as_str().len() + 20,
-        );
-        out.push_str(HEAD);
-        push_json_string(&mut out, event);
-        out.push_str(MIDDLE);
-        out.push_str(data.as_str());
-        // A position is printable ASCII without quotes or backslashes.
-        out.push_str(r#"},"position":""#);
-        out.push_str(position.as_str());
-        out.push_str("\"}");
+        let mut out = String::with_capacity(PositionedEnvelope::len(event, data, position));
+        PositionedEnvelope::write(&mut out, event, data, position);
         Frame::from(out)
+    }
+
+    fn encode_event(&self, event: &str, data: &Payload, position: &Position) -> Frame {
+        Frame::at(
+            position,
+            PositionedEnvelope::len(event, data, position),
+            |out| {
+                PositionedEnvelope::write(out, event, data, position);
+            },
+        )
     }
 }
 
@@ -180,6 +248,36 @@ mod tests {
             push_json_string(&mut ours, name);
             assert_eq!(ours, serde_json::to_string(name).unwrap());
         }
+    }
+
+    #[test]
+    fn events_are_written_behind_their_position_as_encode_at_writes_them() {
+        struct Lines;
+        impl Envelope for Lines {
+            fn encode(&self, event: &str, data: &Payload) -> Frame {
+                Frame::from(format!("{event} {data}"))
+            }
+        }
+        let envelopes: [&dyn Envelope; 3] = [&TBoneEnvelope, &PositionedEnvelope, &Lines];
+        let data = Payload::encode(&serde_json::json!({"a": [1, "é"]})).unwrap();
+        let position = Position::new("17a-3").unwrap();
+        for envelope in envelopes {
+            for event in ["tick", "quo\"te", "ünï"] {
+                let frame = envelope.encode_event(event, &data, &position);
+                let expected = envelope.encode_at(event, &data, &position);
+                assert_eq!(frame.as_str(), expected.as_str());
+                assert_eq!(frame.position(), Some("17a-3"));
+            }
+        }
+        assert_eq!(
+            PositionedEnvelope::len("tick", &data, &position),
+            PositionedEnvelope.encode_at("tick", &data, &position).len(),
+            "exact capacity"
+        );
+        assert_eq!(
+            TBoneEnvelope::len("tick", &data),
+            TBoneEnvelope.encode("tick", &data).len()
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Encoded frames: the bytes a carrier writes, shared by every carrier.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use bytes::{Buf, Bytes};
@@ -77,16 +78,65 @@ impl Frame {
     /// assert_eq!(frame, Frame::from("{}")); // equal: same text
     /// ```
     pub fn with_position(self, position: &Position) -> Self {
-        let token = position.as_str().as_bytes();
+        let token = position.as_str();
         // Always fits: a position is at most 128 bytes.
         let Ok(text) = u8::try_from(token.len()) else {
             return self;
         };
-        let mut buffer = Vec::with_capacity(token.len() + self.len());
-        buffer.extend_from_slice(token);
-        buffer.extend_from_slice(self.as_bytes());
         Frame {
-            bytes: Bytes::from(buffer),
+            bytes: shared_copy(&[token.as_bytes(), self.as_bytes()]),
+            text,
+            kind: Kind::Event,
+        }
+    }
+
+    /// The frame of the event at `position`, whose text `write` appends
+    /// to the buffer it is given, right behind the position: what
+    /// [`with_position`](Frame::with_position) makes from a frame already
+    /// written. `capacity` is the text's expected length: up to
+    /// [`LARGEST_INLINE`] with the position, the frame is written in a
+    /// scratch buffer and copied once into one allocation beside its
+    /// reference count; longer, into its own buffer.
+    pub(crate) fn at(
+        position: &Position,
+        capacity: usize,
+        write: impl FnOnce(&mut String),
+    ) -> Self {
+        let token = position.as_str();
+        // Always fits: a position is at most 128 bytes.
+        let Ok(text) = u8::try_from(token.len()) else {
+            let mut buffer = String::with_capacity(capacity);
+            write(&mut buffer);
+            return Frame::from(buffer);
+        };
+        let bytes = if token.len() + capacity <= LARGEST_INLINE {
+            // Written in this thread's scratch buffer, then copied once
+            // into a buffer that holds its own reference count.
+            SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+                Ok(mut buffer) => {
+                    buffer.clear();
+                    buffer.push_str(token);
+                    // `write` only appends (it is the crate's own envelopes):
+                    // `as_str` relies on the token staying in front.
+                    write(&mut buffer);
+                    debug_assert!(
+                        buffer.starts_with(token),
+                        "a frame's writer replaced its position"
+                    );
+                    let bytes = shared_copy(&[buffer.as_bytes()]);
+                    if buffer.capacity() > LARGEST_INLINE * 4 {
+                        // Not kept: an event name with many escapes.
+                        *buffer = String::new();
+                    }
+                    bytes
+                }
+                Err(_) => written(token, capacity, write),
+            })
+        } else {
+            written(token, capacity, write)
+        };
+        Frame {
+            bytes,
             text,
             kind: Kind::Event,
         }
@@ -130,8 +180,9 @@ impl Frame {
     /// The frame as text.
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor takes a `String` or `&str`, so the text
-        // is valid UTF-8, and the position before it is ASCII, so the text
-        // starts on a character boundary; `Frame` never exposes the bytes
+        // is valid UTF-8, and the position before it is ASCII (written
+        // first, and only appended to: `Frame::at` checks it in debug
+        // builds), so the text starts on a character boundary; `Frame` never exposes the bytes
         // mutably. Re-validating here would cost O(len) per carrier per
         // event on the hot path.
         #[allow(unsafe_code)]
@@ -164,6 +215,72 @@ impl Frame {
     /// Whether the frame holds no text.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The bytes of `token` then what `write` appends, in one buffer of their
+/// own (a large frame's: copying it again would cost more than the
+/// reference count's allocation).
+fn written(token: &str, capacity: usize, write: impl FnOnce(&mut String)) -> Bytes {
+    let mut buffer = String::with_capacity(token.len() + capacity);
+    buffer.push_str(token);
+    write(&mut buffer);
+    debug_assert!(
+        buffer.starts_with(token),
+        "a frame's writer replaced its position"
+    );
+    Bytes::from(buffer)
+}
+
+/// Largest frame whose bytes and reference count share one allocation.
+const LARGEST_INLINE: usize = 1024;
+
+thread_local! {
+    /// Where [`Frame::at`] writes a frame before copying it to its own
+    /// buffer: reused, so writing allocates nothing.
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Up to `N` bytes beside the reference count `Bytes::from_owner` keeps:
+/// one allocation per frame. (A `Vec`'s bytes get their count in a second
+/// allocation the first time they are shared, as every frame a channel
+/// records in its history is: a malloc and a free more per event.)
+struct Inline<const N: usize> {
+    len: usize,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> AsRef<[u8]> for Inline<N> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The concatenation of `parts`, in a buffer that can be shared without
+/// allocating again: inline up to [`LARGEST_INLINE`] bytes (rounded up to
+/// a size class), otherwise an exact `Vec`.
+fn shared_copy(parts: &[&[u8]]) -> Bytes {
+    fn inline<const N: usize>(parts: &[&[u8]], len: usize) -> Bytes {
+        let mut owner = Inline { len, bytes: [0; N] };
+        let mut at = 0;
+        for part in parts {
+            owner.bytes[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
+        }
+        Bytes::from_owner(owner)
+    }
+    let len = parts.iter().map(|part| part.len()).sum();
+    match len {
+        0..=64 => inline::<64>(parts, len),
+        65..=96 => inline::<96>(parts, len),
+        97..=128 => inline::<128>(parts, len),
+        129..=192 => inline::<192>(parts, len),
+        193..=256 => inline::<256>(parts, len),
+        257..=384 => inline::<384>(parts, len),
+        385..=512 => inline::<512>(parts, len),
+        513..=768 => inline::<768>(parts, len),
+        769..=LARGEST_INLINE => inline::<LARGEST_INLINE>(parts, len),
+        _ => Bytes::from(parts.concat()),
     }
 }
 
@@ -237,5 +354,20 @@ mod tests {
             assert!(failed.is_recovery_failed());
         }
         assert_eq!(Frame::from("{}").position(), None);
+    }
+
+    #[test]
+    fn a_frame_written_behind_its_position_is_the_same_as_one_copied_there() {
+        for len in [1, 24, MAX_POSITION_LEN] {
+            let position = Position::new(&"7".repeat(len)).unwrap();
+            let text = "{\"é\":1}";
+            let written = Frame::at(&position, text.len(), |out| out.push_str(text));
+            let copied = Frame::from(text.to_string()).with_position(&position);
+            assert_eq!(written, copied);
+            assert_eq!(written.position(), copied.position());
+            assert_eq!((written.as_str(), written.len()), (text, text.len()));
+            assert_eq!(&written.clone().into_bytes()[..], text.as_bytes());
+            assert!(!written.is_recovery_failed());
+        }
     }
 }

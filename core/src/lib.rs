@@ -79,6 +79,7 @@
 //! let frame = runtime.run(browser.next()).unwrap().unwrap();
 //! assert_eq!(frame.as_str(), r#"{"type":"event","payload":{"name":"resource_create","data":{"id":7}}}"#);
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -102,6 +103,7 @@ mod runtime;
 mod signal;
 pub mod socket;
 pub mod sse;
+mod stored;
 mod subscriptions;
 pub mod tailing;
 pub mod testing;
@@ -133,6 +135,7 @@ pub use socket::{
     HandshakeLimits, Incoming, Limits, MessageHandler, OriginPolicy, ReadError, Refusal, SendError,
     SocketHandle, SocketOptions, READ_BUFFER_SIZE,
 };
+pub use stored::{Stored, MAX_STORED_REPLAY};
 pub use subscriptions::Subscriptions;
 
 /// Re-exported so users of the runtime crates need no direct dependency.

@@ -2,6 +2,7 @@
 //! client that reconnects can say what it saw last.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 ///
 /// A position is 1 to 128 printable ASCII characters without `"`, `\` or
 /// spaces: it goes into JSON frames and server-sent events' `id:` lines as
-/// it is.
+/// it is. Two positions are equal when their text is.
 ///
 /// ```
 /// use tbone_dispatch::Position;
@@ -29,11 +30,41 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// assert_eq!(position.as_str(), "65a1b2c3d4e5f60718293a4b");
 /// assert!("has space".parse::<Position>().is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Position(Arc<str>);
+#[derive(Clone)]
+pub struct Position(Repr);
 
 /// Longest accepted position, in bytes.
 pub const MAX_POSITION_LEN: usize = 128;
+
+/// Tokens up to this long are held in place. It covers ObjectIds (24),
+/// Redis entry ids (about 15 today) and every position a channel numbers
+/// itself (at most [`NUMBERED`]), in the room a numbered one takes.
+const INLINE: usize = 46;
+
+/// Longest position a [`Sequence`] mints: 16 hex digits, a dash and 20
+/// decimal digits.
+const NUMBERED: usize = 16 + 1 + 20;
+
+/// Where a position's text is. Only ASCII is ever stored in place: `new`
+/// checks it, `Sequence` writes hex and decimal digits and a dash.
+#[derive(Clone)]
+enum Repr {
+    /// A token held in place: making, cloning and dropping one allocates
+    /// nothing. (MemoryChannel minted one `Arc<str>` per event: an
+    /// allocation and a free per event, with the history on.)
+    Inline { len: u8, bytes: [u8; INLINE] },
+    /// `<epoch>-<n>` minted by a channel's [`Sequence`], held in place;
+    /// `dash` is where the dash is. Its history finds it by arithmetic,
+    /// with `n` at hand.
+    Numbered {
+        len: u8,
+        dash: u8,
+        bytes: [u8; NUMBERED],
+        n: u64,
+    },
+    /// A longer token.
+    Shared(Arc<str>),
+}
 
 /// A text that cannot be a [`Position`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,12 +96,108 @@ impl Position {
         {
             return Err(PositionError::Character { character });
         }
-        Ok(Position(Arc::from(token)))
+        if token.len() > INLINE {
+            return Ok(Position(Repr::Shared(Arc::from(token))));
+        }
+        let mut bytes = [0; INLINE];
+        bytes[..token.len()].copy_from_slice(token.as_bytes());
+        Ok(Position(Repr::Inline {
+            // At most INLINE.
+            len: token.len() as u8,
+            bytes,
+        }))
     }
 
     /// The token, as the client receives it.
     pub fn as_str(&self) -> &str {
-        &self.0
+        let ascii: &[u8] = match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Numbered { len, bytes, .. } => &bytes[..usize::from(*len)],
+            Repr::Shared(token) => return token,
+        };
+        // SAFETY: only ASCII is stored in place (see `Repr`), and ASCII is
+        // valid UTF-8. This runs for every event a channel encodes, records
+        // or looks up: validating again would cost a pass over the text.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::str::from_utf8_unchecked(ascii)
+        }
+    }
+
+    /// The epoch and number of a position a channel's [`Sequence`]
+    /// minted; `None` for any other, even one with the same text (a
+    /// client's, parsed with [`Position::new`]).
+    #[inline]
+    pub(crate) fn numbered(&self) -> Option<(Epoch, u64)> {
+        match &self.0 {
+            Repr::Numbered { dash, bytes, n, .. } => {
+                let mut head = [0; 16];
+                head.copy_from_slice(&bytes[..16]);
+                let word = u128::from_le_bytes(head);
+                // Only the epoch's bytes: those before the dash.
+                let mask = u128::MAX
+                    .checked_shr(128 - 8 * u32::from(*dash))
+                    .unwrap_or(0);
+                Some((Epoch(word & mask), *n))
+            }
+            Repr::Inline { .. } | Repr::Shared(_) => None,
+        }
+    }
+}
+
+/// A numbering's epoch as a value, compared without a call: the text's
+/// bytes (1 to 16 hex digits, never NUL) packed in a `u128`, zero
+/// padded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Epoch(u128);
+
+impl Epoch {
+    /// `None` when `text` is no epoch (empty, or longer than 16 bytes).
+    fn from_text(text: &str) -> Option<Epoch> {
+        if text.is_empty() || text.len() > 16 {
+            return None;
+        }
+        let mut head = [0; 16];
+        head[..text.len()].copy_from_slice(text.as_bytes());
+        Some(Epoch(u128::from_le_bytes(head)))
+    }
+}
+
+/// The epoch and number of a text of the form `<epoch>-<decimal number>`
+/// (what a [`Sequence`] mints), the number without leading zeros or sign;
+/// `None` for any other text.
+pub(crate) fn split_numbered(text: &str) -> Option<(Epoch, u64)> {
+    let (epoch, number) = text.rsplit_once('-')?;
+    if number.len() > 1 && number.starts_with('0') {
+        return None;
+    }
+    Some((Epoch::from_text(epoch)?, parse_decimal(number)?))
+}
+
+/// Decimal digits only (no sign), within `u64`.
+fn parse_decimal(digits: &str) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.bytes().try_fold(0u64, |n, digit| {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
+}
+
+impl PartialEq for Position {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Position {}
+
+impl Hash for Position {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
@@ -84,21 +211,25 @@ impl FromStr for Position {
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Position({})", self.0)
+        write!(f, "Position({})", self.as_str())
     }
 }
 
-/// Numbers the events of a channel whose backend gives no positions:
+/// Numbers the events of a channel whose backend gives none:
 /// `<epoch>-<sequence>`, the epoch unique to this numbering.
 pub(crate) struct Sequence {
-    epoch: String,
-    next: u64,
+    /// The last position's text, `<epoch>-<last>`, counted up in place.
+    text: [u8; NUMBERED],
+    len: u8,
+    /// Where the dash is: the epoch's length.
+    dash: u8,
+    last: u64,
 }
 
 impl Sequence {
@@ -109,38 +240,89 @@ impl Sequence {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let epoch = nanos ^ STARTED.fetch_add(1, Ordering::Relaxed).rotate_left(48);
+        Sequence::with_epoch(nanos ^ STARTED.fetch_add(1, Ordering::Relaxed).rotate_left(48))
+    }
+
+    fn with_epoch(epoch: u64) -> Self {
+        let mut text = [0; NUMBERED];
+        let mut len = 0;
+        for shift in (0..16).rev() {
+            let digit = (epoch >> (shift * 4)) & 0xf;
+            if len == 0 && digit == 0 && shift > 0 {
+                continue;
+            }
+            text[len] = b"0123456789abcdef"[digit as usize];
+            len += 1;
+        }
+        let dash = len;
+        text[dash] = b'-';
+        text[dash + 1] = b'0';
         Sequence {
-            epoch: format!("{epoch:x}"),
-            next: 0,
+            text,
+            len: (dash + 2) as u8,
+            dash: dash as u8,
+            last: 0,
         }
     }
 
+    /// The epoch's text.
+    #[cfg(test)]
+    fn epoch(&self) -> &str {
+        std::str::from_utf8(&self.text[..usize::from(self.dash)]).unwrap_or_default()
+    }
+
+    /// Continues the numbering after `last` (for tests near the end).
+    #[cfg(test)]
+    fn skip_to(&mut self, last: u64) {
+        let mut fresh = Sequence {
+            text: self.text,
+            len: self.dash + 2,
+            dash: self.dash,
+            last: 0,
+        };
+        let digits = last.to_string();
+        let start = usize::from(self.dash) + 1;
+        fresh.text[start..start + digits.len()].copy_from_slice(digits.as_bytes());
+        fresh.len = (start + digits.len()) as u8;
+        fresh.last = last;
+        *self = fresh;
+    }
+
+    /// The next position: the first is number 1. Counts up the decimal
+    /// digits of the last one in place (formatting the number anew was
+    /// most of what minting a position cost).
+    #[inline]
     pub(crate) fn next(&mut self) -> Position {
-        self.next += 1;
-        // Hex digits, a dash and decimal digits: always a valid position.
-        // Written into a stack buffer and allocated once (`format!` took
-        // two allocations and the formatting machinery, per event).
-        let mut token = [0u8; 16 + 1 + 20];
-        let epoch = self.epoch.as_bytes();
-        token[..epoch.len()].copy_from_slice(epoch);
-        token[epoch.len()] = b'-';
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut n = self.next;
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
+        self.last = self.last.wrapping_add(1);
+        let start = usize::from(self.dash) + 1;
+        let len = usize::from(self.len);
+        let digits = &mut self.text[start..len];
+        let carried = match digits.iter().rposition(|digit| *digit != b'9') {
+            Some(at) => {
+                digits[at] += 1;
+                for digit in &mut digits[at + 1..] {
+                    *digit = b'0';
+                }
+                false
             }
+            None => true,
+        };
+        if self.last == 0 {
+            // Wrapped past u64::MAX: `0` again.
+            self.text[start] = b'0';
+            self.len = (start + 1) as u8;
+        } else if carried {
+            // All nines: one more digit (at most 20, u64::MAX's).
+            self.text[start] = b'1';
+            self.text[start + 1..=len].fill(b'0');
+            self.len += 1;
         }
-        let len = epoch.len() + 1 + digits.len() - at;
-        token[epoch.len() + 1..len].copy_from_slice(&digits[at..]);
-        // ASCII throughout.
-        let text = std::str::from_utf8(&token[..len]).unwrap_or_default();
-        Position(Arc::from(text))
+        Position(Repr::Numbered {
+            len: self.len,
+            dash: self.dash,
+            bytes: self.text,
+            n: self.last,
+        })
     }
 }
 
@@ -160,13 +342,100 @@ mod tests {
     #[test]
     fn sequence_positions_are_the_epoch_a_dash_and_the_number() {
         let mut sequence = Sequence::new();
-        for n in 1..=1_000u64 {
-            let expected = format!("{}-{n}", sequence.epoch);
-            assert_eq!(sequence.next().as_str(), expected);
+        let epoch = sequence.epoch().to_string();
+        assert_eq!(
+            epoch,
+            format!("{:x}", u64::from_str_radix(&epoch, 16).unwrap())
+        );
+        for n in 1..=100_000u64 {
+            let position = sequence.next();
+            assert_eq!(position.as_str(), format!("{epoch}-{n}"));
+            assert_eq!(
+                position.numbered(),
+                Some((Epoch::from_text(&epoch).unwrap(), n))
+            );
         }
-        sequence.next = u64::MAX - 1;
-        let expected = format!("{}-{}", sequence.epoch, u64::MAX);
-        assert_eq!(sequence.next().as_str(), expected);
+        for epoch in [0, 1, 0xabc, u64::MAX] {
+            let mut sequence = Sequence::with_epoch(epoch);
+            for last in [8, 9, 98, 99, 999, 10u64.pow(19) - 1, u64::MAX - 2] {
+                sequence.skip_to(last);
+                for n in last + 1..=last + 2 {
+                    let position = sequence.next();
+                    assert_eq!(position.as_str(), format!("{epoch:x}-{n}"));
+                    assert_eq!(position.numbered().map(|(_, n)| n), Some(n));
+                }
+            }
+            // Past u64::MAX it wraps (a channel would need 584 years at
+            // a billion events a second).
+            assert_eq!(sequence.next().as_str(), format!("{epoch:x}-0"));
+            assert_eq!(sequence.next().as_str(), format!("{epoch:x}-1"));
+        }
+    }
+
+    #[test]
+    fn positions_are_equal_by_their_text_however_they_are_held() {
+        use std::collections::hash_map::DefaultHasher;
+        let hash = |position: &Position| {
+            let mut hasher = DefaultHasher::new();
+            position.hash(&mut hasher);
+            hasher.finish()
+        };
+        let minted = Sequence::with_epoch(0x17a).next();
+        assert!(std::mem::size_of::<Position>() <= 48);
+        let parsed = Position::new("17a-1").unwrap();
+        assert_eq!(minted, parsed);
+        assert_eq!(hash(&minted), hash(&parsed));
+        assert_eq!(
+            (minted.to_string(), format!("{parsed:?}")),
+            ("17a-1".into(), "Position(17a-1)".into())
+        );
+        // Only the minted one is known as the channel's own numbering.
+        assert_eq!(
+            minted.numbered(),
+            Some((Epoch::from_text("17a").unwrap(), 1))
+        );
+        assert_eq!(minted.numbered(), split_numbered("17a-1"));
+        for epoch in [0, 0xf, u64::MAX] {
+            let mut sequence = Sequence::with_epoch(epoch);
+            let minted = sequence.next();
+            assert_eq!(
+                minted.numbered(),
+                split_numbered(minted.as_str()),
+                "{minted}"
+            );
+            assert_ne!(minted.numbered(), split_numbered(&format!("{epoch:x}0-1")));
+        }
+        assert_eq!(parsed.numbered(), None);
+        for len in [1, INLINE, INLINE + 1, MAX_POSITION_LEN] {
+            let token = "x".repeat(len);
+            let position = Position::new(&token).unwrap();
+            assert_eq!(position.as_str(), token);
+            assert_eq!(position.clone(), Position::new(&token).unwrap());
+        }
+    }
+
+    #[test]
+    fn numbered_texts_split_into_epoch_and_number() {
+        let epoch = |text| Epoch::from_text(text).unwrap();
+        assert_eq!(split_numbered("17a-3"), Some((epoch("17a"), 3)));
+        assert_eq!(
+            split_numbered("ffffffffffffffff-18446744073709551615"),
+            Some((epoch("ffffffffffffffff"), u64::MAX))
+        );
+        assert_ne!(epoch("17a"), epoch("17a0"));
+        assert_ne!(epoch("17a"), epoch("7a"));
+        for other in [
+            "17a",
+            "-3",
+            "17a-",
+            "17a-03",
+            "17a-+3",
+            "17a-3x",
+            "17a-18446744073709551616",
+            "10000000000000000-1",
+        ] {
+            assert_eq!(split_numbered(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -8,11 +8,13 @@ mod alive;
 mod backoff;
 mod position;
 mod receipts;
+mod start;
 
 pub use alive::Alive;
 pub use backoff::Backoff;
-pub use position::{Admission, TailPosition};
+pub use position::{Admission, LiveFilter, TailPosition};
 pub use receipts::{HeldReceipts, MOST_RECEIPTS, RECEIPT_PATIENCE};
+pub use start::Start;
 
 /// The 12 bytes of a MongoDB `ObjectId`, whose first four are the creation
 /// time in seconds (big-endian). Kept as bytes so the core needs no BSON.

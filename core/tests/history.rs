@@ -2,7 +2,8 @@
 //! for random interleavings of records, limits and resume points, `after`
 //! returns exactly the events recorded after the position, or `None` when
 //! the position was evicted (or never recorded); and the count and byte
-//! bounds hold after every step.
+//! bounds hold after every step; and a channel that numbers its own
+//! events finds exactly its own positions.
 //!
 //! Checked against a model that states the rule instead of carrying it
 //! out: what a history holds is the longest suffix of what it accepted
@@ -15,8 +16,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::channel::mpsc;
 use proptest::prelude::*;
-use tbone_dispatch::{Frame, History, HistoryLimits, Position};
+use tbone_dispatch::testing::ManualRuntime;
+use tbone_dispatch::{
+    Carrier, CarrierConfig, Channel, ChannelBuilder, Frame, History, HistoryLimits, MemoryBackend,
+    Position, PositionedEnvelope, Resumed,
+};
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -91,6 +97,13 @@ fn position(id: u8) -> Position {
     Position::new(&format!("p{id}")).unwrap()
 }
 
+/// Positions shaped like a channel's own (`<epoch>-<n>`) but given as
+/// tokens, as a backend or a client would: the history must treat them as
+/// any other token.
+fn numbered_looking(id: u8) -> Position {
+    Position::new(&format!("{:x}-{}", id % 3, id / 3)).unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -98,7 +111,9 @@ proptest! {
     fn after_is_the_suffix_or_none_and_the_bounds_hold(
         limits in limits(),
         steps in proptest::collection::vec(step(), 1..120),
+        numbered in any::<bool>(),
     ) {
+        let position = if numbered { numbered_looking } else { position };
         let start = Instant::now();
         let mut history = History::new(limits);
         let mut model = Model { limits, accepted: Vec::new(), trimmed_at: Duration::ZERO };
@@ -186,4 +201,117 @@ proptest! {
             }
         }
     }
+}
+
+/// A MemoryChannel with the history on, a client subscribed to it, and
+/// what that client was sent.
+struct Numbered {
+    runtime: ManualRuntime,
+    channel: Channel<MemoryBackend, ManualRuntime>,
+}
+
+impl Numbered {
+    fn open(runtime: &ManualRuntime, name: &str) -> Self {
+        let channel = ChannelBuilder::new(name)
+            .envelope(PositionedEnvelope)
+            .history(HistoryLimits::default().events(5))
+            .open(runtime.clone(), MemoryBackend::new)
+            .unwrap();
+        channel.kickoff().unwrap();
+        Numbered {
+            runtime: runtime.clone(),
+            channel,
+        }
+    }
+
+    /// Publishes `count` events; returns their positions, as the frames'
+    /// text and `Frame::position` give them (the same).
+    fn publish(&self, count: usize) -> Vec<String> {
+        let (sink, mut frames) = mpsc::unbounded::<Frame>();
+        let client = Carrier::new(&self.runtime, sink, CarrierConfig::default()).unwrap();
+        self.channel.subscribe("tick", &client).unwrap();
+        for n in 0..count {
+            self.runtime
+                .run(self.channel.publish("tick", &n))
+                .unwrap()
+                .unwrap();
+        }
+        self.runtime.run_until_stalled();
+        client.close();
+        self.runtime.run_until_stalled();
+        let mut positions = Vec::new();
+        while let Ok(frame) = frames.try_recv() {
+            let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+            let position = value["position"].as_str().unwrap().to_string();
+            assert_eq!(frame.position(), Some(position.as_str()));
+            positions.push(position);
+        }
+        assert_eq!(positions.len(), count);
+        positions
+    }
+
+    /// What a client resuming after `after` receives: the positions of the
+    /// replayed events, or `recovery_failed`.
+    fn resume(&self, after: &str) -> (Resumed, Vec<String>) {
+        let (sink, mut frames) = mpsc::unbounded::<Frame>();
+        let client = Carrier::new(&self.runtime, sink, CarrierConfig::default()).unwrap();
+        let resumed = self
+            .channel
+            .subscribe_after(&["tick"], &client, after)
+            .unwrap();
+        self.runtime.run_until_stalled();
+        client.close();
+        self.runtime.run_until_stalled();
+        let mut received = Vec::new();
+        while let Ok(frame) = frames.try_recv() {
+            received.push(if frame.is_recovery_failed() {
+                "recovery_failed".to_string()
+            } else {
+                frame.position().unwrap().to_string()
+            });
+        }
+        (resumed, received)
+    }
+}
+
+#[test]
+fn a_channel_numbering_its_events_finds_its_own_positions_and_no_other() {
+    let runtime = ManualRuntime::new();
+    let (a, b) = (
+        Numbered::open(&runtime, "history-own-positions-a"),
+        Numbered::open(&runtime, "history-own-positions-b"),
+    );
+    let (ours, theirs) = (a.publish(8), b.publish(8));
+    let (epoch, last) = ours[7].rsplit_once('-').unwrap();
+    assert_eq!(last, "8");
+    // Five kept: 4 to 8. After 5, the client missed 6, 7 and 8.
+    assert_eq!(
+        a.resume(&ours[4]),
+        (Resumed::Replayed { events: 3 }, ours[5..].to_vec())
+    );
+    assert_eq!(
+        a.resume(&ours[7]),
+        (Resumed::Replayed { events: 0 }, vec![])
+    );
+    let failed = (Resumed::Failed, vec!["recovery_failed".to_string()]);
+    for (after, why) in [
+        (ours[2].clone(), "pushed out of the history"),
+        (
+            theirs[4].clone(),
+            "another channel's epoch, a number held here",
+        ),
+        (format!("{epoch}-9"), "not delivered yet"),
+        (
+            format!("{epoch}-05"),
+            "a number held here, written otherwise",
+        ),
+        (format!("{epoch}0-5"), "another epoch"),
+        ("5".to_string(), "no epoch"),
+    ] {
+        assert_eq!(a.resume(&after), failed, "{after}: {why}");
+    }
+    assert_eq!(
+        b.resume(&theirs[6]),
+        (Resumed::Replayed { events: 1 }, theirs[7..].to_vec())
+    );
 }

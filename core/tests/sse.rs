@@ -10,7 +10,7 @@ use futures::{FutureExt, StreamExt};
 use tbone_dispatch::sse::{self, SseError, SseOptions, SseStream};
 use tbone_dispatch::testing::ManualRuntime;
 use tbone_dispatch::{
-    CarrierConfig, Channel, ChannelBuilder, CloseReason, Envelope, Frame, HistoryLimits,
+    Backend, CarrierConfig, Channel, ChannelBuilder, CloseReason, Envelope, Frame, HistoryLimits,
     MemoryBackend, OverflowPolicy, Payload, Position, Resumed,
 };
 
@@ -155,7 +155,7 @@ fn events_go_out_with_their_position_as_id_and_one_data_line_per_line() {
         ChannelBuilder::new("core-sse-framing").envelope(MultiLine),
         &runtime,
     );
-    let mut body = sse::stream(&channel, &["tick"], None, SseOptions::default()).unwrap();
+    let mut body = stream(&runtime, &channel, &["tick"], None, SseOptions::default());
     publish(&runtime, &channel, "tick", 1);
     publish(&runtime, &channel, "tick", 2);
 
@@ -190,7 +190,7 @@ fn events_without_a_position_go_out_without_an_id() {
         ChannelBuilder::new("core-sse-no-history").history(HistoryLimits::off()),
         &runtime,
     );
-    let mut body = sse::stream(&channel, &["tick"], None, SseOptions::default()).unwrap();
+    let mut body = stream(&runtime, &channel, &["tick"], None, SseOptions::default());
     publish(&runtime, &channel, "tick", 1);
     assert_eq!(
         read(&runtime, &mut body).text,
@@ -205,7 +205,7 @@ fn keep_alive_comments_follow_each_idle_interval_on_the_runtime_clock() {
     let options = SseOptions::default()
         .keep_alive(Some(Duration::from_secs(10)))
         .retry(Some(Duration::from_millis(2500)));
-    let mut body = sse::stream(&channel, &["tick"], None, options).unwrap();
+    let mut body = stream(&runtime, &channel, &["tick"], None, options);
     // The reconnection hint comes first.
     assert_eq!(read(&runtime, &mut body).text, "retry: 2500\n\n");
 
@@ -237,7 +237,7 @@ fn without_keep_alive_an_idle_body_writes_nothing() {
     let runtime = ManualRuntime::new();
     let channel = channel(&runtime, "no-keep-alive");
     let options = SseOptions::default().keep_alive(None);
-    let mut body = sse::stream(&channel, &["tick"], None, options).unwrap();
+    let mut body = stream(&runtime, &channel, &["tick"], None, options);
     runtime.advance(Duration::from_secs(3600));
     assert_eq!(read(&runtime, &mut body).text, "");
 }
@@ -256,7 +256,7 @@ fn a_zero_keep_alive_is_refused() {
 fn last_event_id_resumes_exactly_the_missed_events_then_live_ones() {
     let runtime = ManualRuntime::new();
     let channel = channel(&runtime, "resume");
-    let mut first = sse::stream(&channel, &["tick"], None, SseOptions::default()).unwrap();
+    let mut first = stream(&runtime, &channel, &["tick"], None, SseOptions::default());
     for n in 1..=3 {
         publish(&runtime, &channel, "tick", n);
         publish(&runtime, &channel, "other", 100 + n);
@@ -272,13 +272,13 @@ fn last_event_id_resumes_exactly_the_missed_events_then_live_ones() {
         publish(&runtime, &channel, "tick", n);
         publish(&runtime, &channel, "other", 100 + n);
     }
-    let mut again = sse::stream(
+    let mut again = stream(
+        &runtime,
         &channel,
         &["tick"],
         sse::last_event_id(last_id.as_bytes()),
         SseOptions::default(),
-    )
-    .unwrap();
+    );
     let (missed, _) = parse(&read(&runtime, &mut again).text);
     assert_eq!(tbone_data(&missed), [4, 5], "exactly the missed events");
     publish(&runtime, &channel, "tick", 6);
@@ -305,7 +305,10 @@ fn join_reports_how_the_resume_went() {
     let channel = channel(&runtime, "join-report");
     let first = SseStream::new(&runtime, SseOptions::default()).unwrap();
     assert_eq!(
-        first.join(&channel, &["tick"], Some("  ")).unwrap(),
+        runtime
+            .run(first.join(&channel, &["tick"], Some("  ")))
+            .unwrap()
+            .unwrap(),
         None,
         "blank: live"
     );
@@ -315,16 +318,32 @@ fn join_reports_how_the_resume_went() {
     publish(&runtime, &channel, "tick", 2);
     let body = SseStream::new(&runtime, SseOptions::default()).unwrap();
     assert_eq!(
-        body.join(&channel, &["tick"], Some(position.as_str()))
+        runtime
+            .run(body.join(&channel, &["tick"], Some(position.as_str())))
+            .unwrap()
             .unwrap(),
         Some(Resumed::Replayed { events: 1 })
     );
 }
 
+/// `sse::stream`, run to its end (a memory channel answers at once).
+fn stream<B: Backend>(
+    runtime: &ManualRuntime,
+    channel: &Channel<B, ManualRuntime>,
+    events: &[&str],
+    last_event_id: Option<&str>,
+    options: SseOptions,
+) -> SseStream<ManualRuntime> {
+    runtime
+        .run(sse::stream(channel, events, last_event_id, options))
+        .expect("a memory channel answers at once")
+        .expect("an SSE body")
+}
+
 /// The position of the last event `channel` delivered, as a client that
 /// received it would have it.
 fn channel_position(runtime: &ManualRuntime, channel: &Memory) -> String {
-    let mut probe = sse::stream(channel, &["probe"], None, SseOptions::default()).unwrap();
+    let mut probe = stream(runtime, channel, &["probe"], None, SseOptions::default());
     publish(runtime, channel, "probe", 0);
     let (events, _) = parse(&read(runtime, &mut probe).text);
     events[0].id.clone().unwrap()
@@ -342,13 +361,13 @@ fn an_unknown_last_event_id_gets_the_recovery_failed_event_then_live_ones() {
         ("ffff-1", "ffff-1"),
         ("not a position", ""),
     ] {
-        let mut body = sse::stream(
+        let mut body = stream(
+            &runtime,
             &channel,
             &["tick"],
             Some(last_event_id),
             SseOptions::default(),
-        )
-        .unwrap();
+        );
         let received = read(&runtime, &mut body).text;
         assert_eq!(
             received,
@@ -369,8 +388,11 @@ fn dropping_the_body_leaves_every_channel_at_once_with_no_event_published() {
     let runtime = ManualRuntime::new();
     let (one, two) = (channel(&runtime, "drop-one"), channel(&runtime, "drop-two"));
     let body = SseStream::new(&runtime, SseOptions::default()).unwrap();
-    body.join(&one, &["a", "b"], None).unwrap();
-    body.join(&two, &["c"], None).unwrap();
+    runtime
+        .run(body.join(&one, &["a", "b"], None))
+        .unwrap()
+        .unwrap();
+    runtime.run(body.join(&two, &["c"], None)).unwrap().unwrap();
     let carrier = body.carrier().clone();
     runtime.run_until_stalled();
     assert_eq!((one.subscription_count(), two.subscription_count()), (2, 1));
@@ -385,7 +407,7 @@ fn dropping_the_body_leaves_every_channel_at_once_with_no_event_published() {
 fn a_closed_carrier_ends_the_body_after_the_frames_it_holds() {
     let runtime = ManualRuntime::new();
     let channel = channel(&runtime, "close");
-    let mut body = sse::stream(&channel, &["tick"], None, SseOptions::default()).unwrap();
+    let mut body = stream(&runtime, &channel, &["tick"], None, SseOptions::default());
     publish(&runtime, &channel, "tick", 1);
     publish(&runtime, &channel, "tick", 2);
     body.carrier().close_after_queued(CloseReason::Closed);
@@ -400,9 +422,8 @@ fn end_on_ends_the_body_after_what_it_was_sent() {
     let runtime = ManualRuntime::new();
     let channel = channel(&runtime, "end-on");
     let (shutdown, signal) = futures::channel::oneshot::channel::<()>();
-    let mut body = sse::stream(&channel, &["tick"], None, SseOptions::default())
-        .unwrap()
-        .end_on(signal);
+    let mut body =
+        stream(&runtime, &channel, &["tick"], None, SseOptions::default()).end_on(signal);
     publish(&runtime, &channel, "tick", 1);
     shutdown.send(()).unwrap();
     let received = read(&runtime, &mut body);
@@ -423,7 +444,7 @@ fn a_client_dropped_for_falling_behind_resumes_without_loss() {
             .capacity(4)
             .overflow(OverflowPolicy::DropCarrier),
     );
-    let mut body = sse::stream(&channel, &["tick"], None, options.clone()).unwrap();
+    let mut body = stream(&runtime, &channel, &["tick"], None, options.clone());
     const EVENTS: u32 = 60;
     for n in 1..=EVENTS {
         publish(&runtime, &channel, "tick", n); // the client reads nothing meanwhile
@@ -436,7 +457,7 @@ fn a_client_dropped_for_falling_behind_resumes_without_loss() {
 
     // The EventSource reconnects with the last id it received.
     let last_id = before.last().unwrap().id.clone();
-    let mut again = sse::stream(&channel, &["tick"], last_id.as_deref(), options).unwrap();
+    let mut again = stream(&runtime, &channel, &["tick"], last_id.as_deref(), options);
     let (after, _) = parse(&read(&runtime, &mut again).text);
     let all: Vec<_> = tbone_data(&before)
         .into_iter()

@@ -8,8 +8,11 @@ use tracing::Instrument;
 use futures::channel::oneshot;
 use futures::StreamExt;
 use tbone_dispatch::tailing::{Alive, HeldReceipts};
-use tbone_dispatch::{queue, Backend, BackendError, Event, EventStream, Receipt, Task};
+use tbone_dispatch::{
+    queue, Backend, BackendError, Event, EventStream, Position, Receipt, Stored, Task,
+};
 
+use crate::history::{stored_after, LiveFrom};
 use crate::in_flight::ReceiptBatches;
 use crate::tail::tail;
 use crate::writer::write_batches;
@@ -31,9 +34,8 @@ pub struct RedisStats {
     /// Malformed entries skipped (no `key` or `data` field, text that is
     /// not UTF-8, data that is not JSON within the limits).
     pub skipped: u64,
-    /// Times the consumer found the last entry it read trimmed from the
-    /// stream: entries after it may have been trimmed before they could be
-    /// read.
+    /// Times the consumer found entries after its position trimmed from
+    /// the stream before it could read them (each such gap counted once).
     pub gaps: u64,
     /// Times the tailing connection was made again after it failed.
     pub reconnected: u64,
@@ -70,6 +72,8 @@ pub(crate) struct Shared<R> {
     /// Receipts of local publishers, by the id their entry was given.
     pub(crate) receipts: HeldReceipts<StreamId>,
     pub(crate) receipt_batches: ReceiptBatches,
+    /// Where the tail started (for resuming clients).
+    pub(crate) live_from: LiveFrom,
 }
 
 /// One publish waiting for the writer.
@@ -96,10 +100,14 @@ pub(crate) struct PublishRequest {
 /// - The tail reads with a blocking `XREAD` on a connection of its own,
 ///   strictly after the last entry it read: after a lost connection or a
 ///   server restart it resumes there (with backoff and jitter), with no
-///   loss and no duplicate. When that entry was trimmed from the stream
-///   (the consumer fell [`capacity`](RedisOptions::capacity) behind), it
-///   reports a gap once (a warning and [`RedisStats::gaps`]) and carries on
-///   from the oldest entry left.
+///   loss and no duplicate. When entries after its position were trimmed
+///   before it read them (the consumer fell
+///   [`capacity`](RedisOptions::capacity) behind), it reports a gap once (a
+///   warning and [`RedisStats::gaps`]) and carries on from the oldest entry
+///   left.
+/// - A client resuming from a position this instance's history does not
+///   hold is answered from the stream itself
+///   ([`Backend::stored_after`]), while its position is still there.
 /// - Malformed entries written by others are skipped with a warning and
 ///   counted; they never reach a carrier.
 ///
@@ -140,6 +148,7 @@ impl<R: Connect> RedisBackend<R> {
             counters: Counters::default(),
             receipts: HeldReceipts::default(),
             receipt_batches: ReceiptBatches::default(),
+            live_from: LiveFrom::default(),
         });
         // A runtime that refuses the task leaves the request queue without
         // a reader: every publish then fails, saying why.
@@ -253,6 +262,21 @@ impl<R: Connect> Backend for RedisBackend<R> {
             })?;
         *tailing = Some(task);
         Ok(stream.boxed())
+    }
+
+    /// The entries after `after` in the stream, for a client resuming from
+    /// a position this instance's history does not hold (see
+    /// [`Channel::resume`](tbone_dispatch::Channel::resume)).
+    async fn stored_after(&self, after: &Position) -> Result<Option<Stored>, BackendError> {
+        stored_after(&self.shared, after).await.map_err(|error| {
+            BackendError::with_source(
+                format!(
+                    "cannot read what stream {} stores for a resuming client",
+                    self.shared.stream
+                ),
+                error,
+            )
+        })
     }
 
     /// Stops the tailing task and waits until it is gone, so that a

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use tbone_dispatch::{Channel, ChannelBuilder, ChannelError, Envelope};
+use tbone_dispatch::{Channel, ChannelBuilder, ChannelError, Envelope, HistoryLimits};
 
 use crate::connection::Connection;
 use crate::{Connect, RedisBackend, RedisError, RedisOptions, RedisServer};
@@ -110,6 +110,15 @@ impl<R: Connect> RedisChannelBuilder<R> {
     /// The channel's envelope (default TBone's frame).
     pub fn envelope(mut self, envelope: impl Envelope) -> Self {
         self.channel = self.channel.envelope(envelope);
+        self
+    }
+
+    /// How many recent events the channel keeps in memory for clients
+    /// that resume (see [`ChannelBuilder::history`]; the positions are the
+    /// entries' ids, the same on every instance). A position it no longer
+    /// holds is read from the stream itself while the stream has it.
+    pub fn history(mut self, limits: HistoryLimits) -> Self {
+        self.channel = self.channel.history(limits);
         self
     }
 

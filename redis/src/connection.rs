@@ -105,7 +105,12 @@ impl Connection {
         let sent = self.inner.send_packed_commands(pipeline, 0, pipeline.len());
         match within(runtime, limit, sent).await {
             Some(Ok(replies)) if replies.len() == pipeline.len() => Ok(replies),
-            Some(Ok(replies)) => Err(self.unexpected(context, &replies)),
+            Some(Ok(replies)) => Err(RedisError::ReplyCount {
+                context: context.to_string(),
+                server: self.server.clone(),
+                commands: pipeline.len(),
+                replies: replies.len(),
+            }),
             Some(Err(source)) => Err(RedisError::Command {
                 context: context.to_string(),
                 server: self.server.clone(),
@@ -121,8 +126,7 @@ impl Connection {
 
     /// An error for a reply this crate cannot read.
     pub(crate) fn unexpected(&self, context: &str, reply: &impl std::fmt::Debug) -> RedisError {
-        let mut reply = format!("{reply:?}");
-        reply.truncate(200);
+        let reply = crate::entry::cut(format!("{reply:?}"), 200);
         RedisError::Reply {
             context: context.to_string(),
             server: self.server.clone(),

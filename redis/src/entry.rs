@@ -20,38 +20,9 @@ pub(crate) struct Entry {
     pub(crate) event: Result<Event, String>,
 }
 
-/// The entries of an `XREAD` reply for one stream, oldest first. `Nil` (the
-/// block timed out) is no entries. An `Err` is a reply that is not a stream
-/// read at all (the connection is then suspect).
-pub(crate) fn read_reply(reply: Value, max_payload: usize) -> Result<Vec<Entry>, String> {
-    let streams = match reply {
-        Value::Nil => return Ok(Vec::new()),
-        // RESP2: [[name, entries]]; RESP3: {name: entries}.
-        Value::Array(streams) => streams
-            .into_iter()
-            .map(|stream| match stream {
-                Value::Array(mut pair) if pair.len() == 2 => Ok(pair.swap_remove(1)),
-                other => Err(shorten(&other)),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
-        other => return Err(shorten(&other)),
-    };
-    let mut entries = Vec::new();
-    for stream in streams {
-        let Value::Array(items) = stream else {
-            return Err(shorten(&stream));
-        };
-        for item in items {
-            entries.push(entry(item, max_payload)?);
-        }
-    }
-    Ok(entries)
-}
-
 /// `[id, [field, value, ...]]`: the id must be readable (the position
 /// depends on it); anything wrong with the fields only skips the entry.
-fn entry(item: Value, max_payload: usize) -> Result<Entry, String> {
+pub(crate) fn entry(item: Value, max_payload: usize) -> Result<Entry, String> {
     let Value::Array(mut parts) = item else {
         return Err(shorten(&item));
     };
@@ -115,22 +86,35 @@ fn text(value: &Value) -> Option<&str> {
 }
 
 /// A reply in a log message: its shape, at most a line.
-fn shorten(value: &Value) -> String {
-    let mut shown = format!("{value:?}");
-    if shown.len() > 120 {
-        let mut end = 120;
-        while !shown.is_char_boundary(end) {
+pub(crate) fn shorten(value: &Value) -> String {
+    cut(format!("{value:?}"), 120)
+}
+
+/// `text` cut to at most `max` bytes (and `...`) on a character boundary:
+/// replies from a server may hold any text.
+pub(crate) fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
             end -= 1;
         }
-        shown.truncate(end);
-        shown.push_str("...");
+        text.truncate(end);
+        text.push_str("...");
     }
-    shown
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_are_cut_on_a_character_boundary() {
+        // 199 bytes, then a two-byte character across the 200th byte.
+        let text = format!("{}é and more", "x".repeat(199));
+        assert_eq!(cut(text, 200), format!("{}...", "x".repeat(199)));
+        assert_eq!(cut("short".into(), 200), "short");
+    }
 
     fn bulk(text: &str) -> Value {
         Value::BulkString(text.as_bytes().to_vec())
@@ -147,24 +131,24 @@ mod tests {
 
     #[test]
     fn reads_entries_and_their_events() {
-        let reply = Value::Array(vec![Value::Array(vec![
-            bulk("tbone_channel_x"),
+        let read = entry(
             Value::Array(vec![
-                Value::Array(vec![
-                    bulk("5-1"),
-                    fields(&[("key", "e"), ("data", r#"{"id":1}"#)]),
-                ]),
-                Value::Array(vec![bulk("6-0"), fields(&[("key", "e")])]),
+                bulk("5-1"),
+                fields(&[("key", "e"), ("data", r#"{"id":1}"#)]),
             ]),
-        ])]);
-        let entries = read_reply(reply, 1024).unwrap();
-        assert_eq!(entries[0].id, StreamId::new(5, 1));
-        let event = entries[0].event.as_ref().unwrap();
+            1024,
+        )
+        .unwrap();
+        assert_eq!(read.id, StreamId::new(5, 1));
+        let event = read.event.as_ref().unwrap();
         assert_eq!((event.key(), event.data().as_str()), ("e", r#"{"id":1}"#));
-        assert_eq!(entries[1].id, StreamId::new(6, 0));
-        assert!(entries[1].event.is_err());
-        assert!(read_reply(Value::Nil, 1024).unwrap().is_empty());
-        assert!(read_reply(Value::Int(3), 1024).is_err());
+        let skipped = entry(
+            Value::Array(vec![bulk("6-0"), fields(&[("key", "e")])]),
+            1024,
+        );
+        assert_eq!(skipped.unwrap().id, StreamId::new(6, 0));
+        assert!(entry(Value::Int(3), 1024).is_err());
+        assert!(entry(Value::Array(vec![bulk("x"), fields(&[])]), 1024).is_err());
     }
 
     #[test]

@@ -63,9 +63,29 @@ pub enum RedisError {
         /// The reply, shortened.
         reply: String,
     },
+    /// The server's replies to a pipeline did not match its commands one
+    /// for one. Replies answer commands by their place alone, so none of
+    /// them can be told to be a given command's: whether each command was
+    /// carried out is unknown (it may have been), and the connection, out of
+    /// step, is made again.
+    #[error("{context} (Redis at {server}): {replies} replies to {commands} commands, so no reply can be matched to its command; each may or may not have been carried out (the connection is made again)")]
+    ReplyCount {
+        /// What we were doing.
+        context: String,
+        /// The server, password hidden.
+        server: String,
+        /// Commands sent in the pipeline.
+        commands: usize,
+        /// Replies received.
+        replies: usize,
+    },
     /// The runtime would not run the connection's task.
     #[error("cannot start the Redis connection's task: {0}")]
     Spawn(#[from] SpawnError),
+    /// The stream was asked for what it stores before the channel's
+    /// tailing task placed its start in it.
+    #[error("the channel's tail has not placed its start in the stream yet; is the channel kicked off, and the server reachable?")]
+    NotTailing,
 }
 
 impl RedisError {
@@ -79,6 +99,8 @@ impl RedisError {
                     || source.is_unrecoverable_error()
             }
             RedisError::Reply { .. } => false,
+            // Replies no longer line up with commands on this connection.
+            RedisError::ReplyCount { .. } => true,
             _ => true,
         }
     }

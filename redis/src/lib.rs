@@ -41,6 +41,7 @@
 //! - `tokio` (default): what `tbone-dispatch-tokio` turns on;
 //! - `smol`: what `tbone-dispatch-async-std` and `tbone-dispatch-smol` turn
 //!   on (async-io based, no tokio runtime).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -54,11 +55,14 @@ mod builder;
 mod connection;
 mod entry;
 mod error;
+mod gap;
+mod history;
 mod in_flight;
 mod options;
 mod server;
 mod stream_id;
 mod tail;
+mod tail_reply;
 mod writer;
 
 pub use backend::{RedisBackend, RedisStats};

@@ -25,7 +25,7 @@ pub struct StreamId {
 
 impl StreamId {
     /// The id `ms-seq`.
-    pub fn new(ms: u64, seq: u64) -> Self {
+    pub const fn new(ms: u64, seq: u64) -> Self {
         StreamId { ms, seq }
     }
 

@@ -11,19 +11,11 @@ use tbone_dispatch::{queue, Event, Position};
 
 use crate::backend::{bump, Shared};
 use crate::connection::{within, Connection};
-use crate::entry::{read_reply, Entry};
+use crate::gap::{GapWatch, Lost};
+use crate::tail_reply::{parse_round, Read, Round, RoundError};
 use crate::{Connect, RedisError, StreamId};
 
 const READING: &str = "reading the stream";
-
-/// What one read found.
-struct Read {
-    /// Whether the last entry read before is still in the stream (asked
-    /// only when there is one): if not, entries after it may have been
-    /// trimmed before they could be read.
-    last_still_there: Option<bool>,
-    entries: Vec<Entry>,
-}
 
 pub(crate) async fn tail<R: Connect>(
     shared: Arc<Shared<R>>,
@@ -37,10 +29,8 @@ pub(crate) async fn tail<R: Connect>(
     // Where the next read starts (exclusive): known once the server's
     // clock gave the kickoff's place in the stream.
     let mut position: Option<StreamId> = None;
-    // The last entry read, whose disappearance tells of a gap; and the one
-    // a gap was reported for, so that it is reported once.
-    let mut last_read: Option<StreamId> = None;
-    let mut gap_at: Option<StreamId> = None;
+    // Whether entries after the position were trimmed before being read.
+    let mut gaps = GapWatch::default();
     loop {
         if events.is_closed() {
             return;
@@ -70,7 +60,10 @@ pub(crate) async fn tail<R: Connect>(
         let from = match position {
             Some(from) => from,
             None => match start(&shared, open, kickoff).await {
-                Ok(from) => *position.insert(from),
+                Ok(from) => {
+                    shared.live_from.set(from);
+                    *position.insert(from)
+                }
                 Err(error) => {
                     tracing::warn!(stream = %shared.stream, %error, "cannot place the kickoff in the stream; retrying");
                     connection = None;
@@ -79,28 +72,47 @@ pub(crate) async fn tail<R: Connect>(
                 }
             },
         };
-        let check = last_read.filter(|last| gap_at != Some(*last));
-        let read = match read(&shared, open, from, check).await {
-            Ok(read) => read,
+        let round = match read(&shared, open, from).await {
+            Ok(round) => round,
             Err(error) => {
-                tracing::warn!(stream = %shared.stream, %error, "the tailing connection failed; reconnecting");
+                if matches!(
+                    error,
+                    RedisError::Reply { .. } | RedisError::ReplyCount { .. }
+                ) {
+                    tracing::warn!(stream = %shared.stream, %error, "the tailing connection's reply is not a stream read, nor its timeout (a protocol error, which could hide entries); reconnecting and reading again after the last entry read");
+                } else {
+                    tracing::warn!(stream = %shared.stream, %error, "the tailing connection failed; reconnecting");
+                }
                 connection = None;
                 shared.runtime.sleep(failing.delay()).await;
                 continue;
             }
         };
         failing.reset();
-        if read.last_still_there == Some(false) {
-            gap_at = last_read;
+        let entries = match round.read {
+            Read::TimedOut => Vec::new(),
+            Read::Entries(entries) => entries,
+        };
+        let ids: Vec<StreamId> = entries.iter().map(|entry| entry.id).collect();
+        let drained = entries.len() < options.read_count;
+        if let Some(lost) = gaps.observe(from, &round.state, &ids, drained) {
             bump(&shared.counters.gaps);
             tbone_dispatch::observe::record_gap(&shared.stream);
-            tracing::warn!(
-                stream = %shared.stream,
-                last = ?last_read,
-                "the consumer fell behind the stream: its last entry was trimmed, so entries after it may have been trimmed before they were read; continuing with the oldest remaining"
-            );
+            match lost {
+                Lost::Entries(lost) => tracing::warn!(
+                    stream = %shared.stream,
+                    after = %from,
+                    lost,
+                    "the consumer fell behind the stream: entries after its position were trimmed before it read them; continuing with the oldest remaining"
+                ),
+                Lost::Uncounted => tracing::warn!(
+                    stream = %shared.stream,
+                    after = %from,
+                    "entries after the consumer's position may have been removed before it read them (the stream was deleted, or the server does not count entries added: Redis before 7.0); continuing with the oldest remaining"
+                ),
+            }
         }
-        if read.entries.is_empty() {
+        if entries.is_empty() {
             continue;
         }
         // This instance's publishers may not know these entries' ids yet:
@@ -117,9 +129,8 @@ pub(crate) async fn tail<R: Connect>(
         {
             tracing::debug!(stream = %shared.stream, "publishers' receipts not settled in time; delivering without them");
         }
-        for entry in read.entries {
+        for entry in entries {
             position = Some(entry.id);
-            last_read = Some(entry.id);
             match entry.event {
                 Ok(event) => {
                     bump(&shared.counters.received);
@@ -196,24 +207,17 @@ fn number(value: &Value) -> Option<u64> {
     }
 }
 
-/// One blocking `XREAD` after `from`, preceded (in the same round trip) by
-/// asking whether `check`, the last entry read, is still there.
+/// One blocking `XREAD` after `from`, preceded in the same round trip by
+/// `XINFO STREAM`: the stream as it was just before the read, to tell
+/// whether entries after `from` were removed unread (`gap.rs`).
 async fn read<R: Connect>(
     shared: &Shared<R>,
     open: &mut Connection,
     from: StreamId,
-    check: Option<StreamId>,
-) -> Result<Read, RedisError> {
+) -> Result<Round, RedisError> {
     let options = &shared.options;
     let mut pipeline = redis::pipe();
-    if let Some(last) = check {
-        let last = last.to_string();
-        pipeline
-            .cmd("XRANGE")
-            .arg(&shared.stream)
-            .arg(&last)
-            .arg(&last);
-    }
+    pipeline.cmd("XINFO").arg("STREAM").arg(&shared.stream);
     let block_ms = u64::try_from(options.block.as_millis()).unwrap_or(u64::MAX);
     pipeline
         .cmd("XREAD")
@@ -225,27 +229,14 @@ async fn read<R: Connect>(
         .arg(&shared.stream)
         .arg(from.to_string());
     let limit = options.block + options.command_timeout;
-    let mut replies = open
+    let replies = open
         .send(&shared.runtime, &pipeline, limit, READING)
-        .await?
-        .into_iter();
-    let last_still_there = match check {
-        Some(_) => match replies.next() {
-            Some(Value::Array(found)) => Some(!found.is_empty()),
-            Some(other) => return Err(refused(open, &other)),
-            None => return Err(open.unexpected(READING, &"no reply")),
-        },
-        None => None,
-    };
-    let reply = replies.next().unwrap_or(Value::Nil);
-    if matches!(reply, Value::ServerError(_)) {
-        return Err(refused(open, &reply));
-    }
-    let entries =
-        read_reply(reply, options.max_payload).map_err(|reply| open.unexpected(READING, &reply))?;
-    Ok(Read {
-        last_still_there,
-        entries,
+        .await?;
+    parse_round(replies, &shared.stream, options.max_payload).map_err(|error| match error {
+        RoundError::Refused(reply) => refused(open, &reply),
+        RoundError::Malformed { what, reply } => {
+            open.unexpected(&format!("{READING}: {what}"), &reply)
+        }
     })
 }
 

@@ -41,6 +41,7 @@
 //! re-exported), a `text/event-stream` body of `Bytes` chunks.
 //!
 //! [tbone-dispatch]: tbone_dispatch
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod runtime;
 

@@ -5,92 +5,24 @@
 //!   pre-encoded bytes to N receiver tasks (throughput in deliveries);
 //! - `unrelated_subscriptions/N`: publish to one subscriber while N
 //!   subscriptions exist on other events;
-//! - `subscribe_cycle`: subscribe + unsubscribe beside 1000 subscribers;
-//! - `metrics_cost/{no_recorder,prometheus}/N`: the fan-out with the
-//!   `metrics` feature on (these benchmarks build with it), first with no
-//!   recorder installed, then with Prometheus' recorder taking every
-//!   counter, gauge and latency sample, in one run. Run last: it installs
-//!   the process's recorder.
+//! - `subscribe_cycle`: subscribe + unsubscribe beside 1000 subscribers.
+//!
+//! What the `metrics` feature costs on the same fan-out is the
+//! `metrics_cost` benchmark's (`scripts/bench-metrics-cost`).
 //!
 //! `cargo bench -p tbone-dispatch-tokio --bench fanout`
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+mod support;
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use futures::Sink;
-use tbone_dispatch_tokio::{
-    Carrier, ChannelBuilder, Frame, MemoryBackend, MemoryChannel, Runtime, Tokio,
-};
-use tokio::sync::Notify;
-
-/// Counts what it receives and wakes the benchmark when a target is met.
-#[derive(Clone)]
-struct Counter {
-    seen: Arc<AtomicUsize>,
-    target: Arc<AtomicUsize>,
-    done: Arc<Notify>,
-}
-
-impl Counter {
-    fn new() -> Self {
-        Counter {
-            seen: Arc::new(AtomicUsize::new(0)),
-            target: Arc::new(AtomicUsize::new(usize::MAX)),
-            done: Arc::new(Notify::new()),
-        }
-    }
-
-    fn hit(&self, n: usize) {
-        let now = self.seen.fetch_add(n, Ordering::AcqRel) + n;
-        if now >= self.target.load(Ordering::Acquire) {
-            self.done.notify_one();
-        }
-    }
-
-    async fn wait_for(&self, total: usize) {
-        self.target.store(total, Ordering::Release);
-        while self.seen.load(Ordering::Acquire) < total {
-            self.done.notified().await;
-        }
-    }
-}
-
-/// An in-memory carrier's sink: counts frames, keeps nothing.
-struct CountingSink(Counter);
-
-impl Sink<Frame> for CountingSink {
-    type Error = std::convert::Infallible;
-    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-    fn start_send(self: Pin<&mut Self>, _: Frame) -> Result<(), Self::Error> {
-        self.0.hit(1);
-        Ok(())
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
-const BATCH: usize = 64;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
+use support::{queue_variant, runtime, Counter, CountingSink, BATCH};
+use tbone_dispatch_tokio::{Carrier, MemoryChannel, Tokio};
 
 fn fanout(c: &mut Criterion) {
     let rt = runtime();
@@ -222,75 +154,5 @@ fn subscribe_cycle(c: &mut Criterion) {
     });
 }
 
-/// Publishes batches to `n` carriers on runtime `R` and times them.
-fn queue_variant<R: Runtime + Default>(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    rt: &tokio::runtime::Runtime,
-    name: &str,
-    n: usize,
-) {
-    let counter = Counter::new();
-    let (channel, carriers) = rt.block_on(async {
-        let channel = ChannelBuilder::new(format!("bench-queue-{name}-{n}"))
-            .open(R::default(), MemoryBackend::new)
-            .expect("channel");
-        channel.kickoff().expect("kickoff");
-        let carriers: Vec<tbone_dispatch_tokio::dispatch::Carrier<R>> = (0..n)
-            .map(|_| {
-                let carrier = tbone_dispatch_tokio::dispatch::Carrier::new(
-                    &R::default(),
-                    CountingSink(counter.clone()),
-                    Default::default(),
-                )
-                .expect("carrier");
-                channel.subscribe("e", &carrier).expect("subscribe");
-                carrier
-            })
-            .collect();
-        (channel, carriers)
-    });
-    group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
-        b.to_async(rt).iter_custom(|iters| {
-            let (channel, counter) = (channel.clone(), counter.clone());
-            async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let base = counter.seen.load(Ordering::Acquire);
-                    for i in 0..BATCH {
-                        channel.publish("e", &i).await.expect("publish");
-                    }
-                    counter.wait_for(base + n * BATCH).await;
-                }
-                start.elapsed()
-            }
-        })
-    });
-    drop(carriers);
-}
-
-/// The fan-out without and with a metrics recorder, in one run.
-fn metrics_cost(c: &mut Criterion) {
-    let rt = runtime();
-    let mut group = c.benchmark_group("metrics_cost");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(5));
-    let sizes = [1usize, 1000];
-    for n in sizes {
-        group.throughput(Throughput::Elements((n * BATCH) as u64));
-        queue_variant::<Tokio>(&mut group, &rt, "no_recorder", n);
-    }
-    // Channels take their metric handles when created: the ones below
-    // record into Prometheus' recorder.
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .expect("the benchmark's process has no other recorder");
-    for n in sizes {
-        group.throughput(Throughput::Elements((n * BATCH) as u64));
-        queue_variant::<Tokio>(&mut group, &rt, "prometheus", n);
-    }
-    group.finish();
-}
-
-criterion_group!(benches, fanout, unrelated, subscribe_cycle, metrics_cost);
+criterion_group!(benches, fanout, unrelated, subscribe_cycle);
 criterion_main!(benches);

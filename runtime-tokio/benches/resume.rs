@@ -14,7 +14,10 @@
 //!   to each by 1 000 `subscribe_after` calls at once.
 //!
 //! - `publish_history_interleaved`: the first group again with its
-//!   variants interleaved round by round, for the ratio (printed first).
+//!   variants interleaved round by round, for the ratio (printed first;
+//!   `publish_history_interleaved/1` for one client only);
+//! - `publish_history_alone/VARIANT/N` (only when named): 1 000 batches of
+//!   one variant alone, for a profiler (`valgrind --tool=callgrind`).
 //!
 //! Time runs until the last frame is written to the last client's sink
 //! (with no client, until the last event is delivered:
@@ -68,7 +71,10 @@ impl Expected {
 
     fn written(&self) {
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Some(done) = self.done.lock().unwrap().take() {
+            // Sent outside the lock: the publisher it wakes takes that lock
+            // at once for the next batch.
+            let done = self.done.lock().unwrap().take();
+            if let Some(done) = done {
                 let _ = done.send(());
             }
         }
@@ -413,12 +419,12 @@ fn resume_1000_clients(c: &mut Criterion) {
 /// see the same machine noise; prints the medians and the median of each
 /// round's ratio to `off`. (Run one after another, criterion's groups
 /// differ by more than the 1.1x being checked on a shared machine.)
-fn publish_history_interleaved() {
+fn publish_history_interleaved(clients: &[usize]) {
     const ROUNDS: usize = 60;
     const BATCHES: usize = 50;
     let rt = runtime();
     let tokio = Tokio::with_handle(rt.handle().clone());
-    for n in [0usize, 1, 100] {
+    for &n in clients {
         let variants = Variant::all(&tokio, n);
         let batches = |variant: &Variant, count: usize| {
             rt.block_on(async {
@@ -464,6 +470,30 @@ fn publish_history_interleaved() {
     }
 }
 
+/// One variant of `publish_history` alone, 1 000 batches, so that a
+/// profiler sees nothing else.
+fn publish_history_alone(name: &str, n: usize) {
+    const BATCHES: u32 = 1_000;
+    let rt = runtime();
+    let tokio = Tokio::with_handle(rt.handle().clone());
+    let variants = Variant::all(&tokio, n);
+    let Some(variant) = variants.iter().find(|variant| variant.name == name) else {
+        panic!("no variant {name}: off, on or on_positioned");
+    };
+    let start = Instant::now();
+    rt.block_on(async {
+        for _ in 0..BATCHES {
+            variant.batch().await;
+        }
+    });
+    let elapsed = start.elapsed();
+    println!(
+        "publish_history alone, {name}, {n} clients: {:.1?} per batch of {BATCH}",
+        elapsed / BATCHES
+    );
+    variants.into_iter().for_each(Variant::close);
+}
+
 criterion_group!(benches, publish_history, replay_10000, resume_1000_clients);
 
 fn main() {
@@ -472,12 +502,26 @@ fn main() {
         .skip(1)
         .filter(|arg| !arg.starts_with('-'))
         .collect();
-    if filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| "publish_history_interleaved".contains(f.as_str()))
-    {
-        publish_history_interleaved();
+    if let Some((variant, n)) = filters.iter().find_map(|f| {
+        let (variant, n) = f.strip_prefix("publish_history_alone/")?.split_once('/')?;
+        Some((variant.to_string(), n.parse::<usize>().ok()?))
+    }) {
+        publish_history_alone(&variant, n);
+        return;
+    }
+    // `publish_history_interleaved/1` runs it with one client only.
+    let clients: Vec<usize> = [0, 1, 100]
+        .into_iter()
+        .filter(|n| {
+            let name = format!("publish_history_interleaved/{n}");
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| *f == name || "publish_history_interleaved".contains(f.as_str()))
+        })
+        .collect();
+    if !clients.is_empty() {
+        publish_history_interleaved(&clients);
     }
     benches();
     criterion::Criterion::default()

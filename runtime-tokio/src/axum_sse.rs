@@ -17,7 +17,7 @@
 //! use tbone_dispatch_tokio::MemoryChannel;
 //!
 //! async fn events(sse: SseRequest, State(pubsub): State<MemoryChannel>) -> Response {
-//!     sse.respond(&pubsub, &["resource_create", "resource_update"], SseOptions::default())
+//!     sse.respond(&pubsub, &["resource_create", "resource_update"], SseOptions::default()).await
 //! }
 //!
 //! #[tokio::main]
@@ -76,24 +76,26 @@ impl SseRequest {
 
     /// The response streaming `events` of `channel` (from the request's
     /// `Last-Event-ID`, if any), or why it cannot be streamed.
-    pub fn stream<B: Backend>(
+    pub async fn stream<B: Backend>(
         &self,
         channel: &Channel<B, Tokio>,
         events: &[&str],
         options: SseOptions,
     ) -> Result<SseResponse, SseError> {
-        sse::stream(channel, events, self.last_event_id(), options).map(SseResponse::new)
+        sse::stream(channel, events, self.last_event_id(), options)
+            .await
+            .map(SseResponse::new)
     }
 
     /// [`SseRequest::stream`], with a failure answered as
     /// `503 Service Unavailable` (`500` for invalid options) and logged.
-    pub fn respond<B: Backend>(
+    pub async fn respond<B: Backend>(
         &self,
         channel: &Channel<B, Tokio>,
         events: &[&str],
         options: SseOptions,
     ) -> Response {
-        match self.stream(channel, events, options) {
+        match self.stream(channel, events, options).await {
             Ok(response) => response.into_response(),
             Err(error) => {
                 tracing::warn!(%error, channel = channel.name(), "cannot stream server-sent events");
@@ -122,8 +124,8 @@ impl SseRequest {
 ///     let (news, chat) = (MemoryChannel::named("news").unwrap(), MemoryChannel::named("chat").unwrap());
 ///     let body = SseStream::new(&Tokio::default(), SseOptions::default()).unwrap();
 ///     // A Last-Event-ID belongs to one channel's stream: resume that one.
-///     body.join(&news, &["story"], sse.last_event_id()).unwrap();
-///     body.join(&chat, &["message"], None).unwrap();
+///     body.join(&news, &["story"], sse.last_event_id()).await.unwrap();
+///     body.join(&chat, &["message"], None).await.unwrap();
 ///     SseResponse::new(body).into_response()
 /// }
 /// ```

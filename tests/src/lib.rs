@@ -38,6 +38,7 @@ pub mod mongo_commands;
 pub mod redis;
 pub mod resume;
 pub mod resume_socket;
+pub mod resume_stored;
 pub mod signals;
 pub mod soak;
 pub mod sse;
@@ -584,12 +585,15 @@ macro_rules! conformance_suite {
                 falling_behind_the_capped_collection_reports_one_gap,
                 model_writes_become_resource_events,
                 model_writes_are_reported_as_they_happened,
+                model_updates_and_deletes_that_happened_are_reported_done,
                 integers_mongo_cannot_keep_are_refused,
                 server_killed_and_restarted_loses_and_repeats_nothing,
                 acknowledged_publishes_survive_a_server_crash,
                 publish_delivered_waits_for_the_instance_to_read_it_back,
                 writers_with_slow_clocks_are_delivered_from_kickoff,
                 documents_present_at_kickoff_are_never_delivered,
+                a_slow_writer_right_after_the_start_is_delivered,
+                the_first_tailing_cursor_matches_a_present_document,
                 an_idle_instance_keeps_its_cursor,
                 stop_waits_for_the_tailing_task,
                 model_events_of_a_document_follow_its_writes,
@@ -600,6 +604,8 @@ macro_rules! conformance_suite {
                 entries_present_at_kickoff_are_never_delivered,
                 malformed_entries_are_skipped_and_counted,
                 falling_behind_the_stream_reports_one_gap,
+                a_trimmed_last_entry_with_the_rest_kept_is_no_gap,
+                entries_trimmed_before_they_were_read_are_one_gap,
                 publish_delivered_waits_for_the_instance_to_read_it_back,
                 server_killed_and_restarted_loses_and_repeats_nothing,
                 a_cut_connection_is_survived,
@@ -610,12 +616,18 @@ macro_rules! conformance_suite {
                 missed_events_are_replayed_then_live_on_mongo,
                 resume_while_publishing_continues,
                 resume_while_publishing_continues_on_mongo,
+                resume_from_the_collection_while_publishing_continues,
                 resume_on_another_mongo_instance,
                 unknown_positions_fail_recovery_then_go_live,
                 unknown_positions_fail_recovery_then_go_live_on_mongo,
                 carrier_dropped_for_overflow_resumes_without_loss,
                 carrier_dropped_for_overflow_resumes_without_loss_on_mongo,
                 a_replay_longer_than_the_queue_is_not_dropped_by_live_events,
+            }
+            resume_stored {
+                a_new_instance_resumes_from_the_collection,
+                a_position_older_than_the_history_resumes_from_the_collection,
+                redis_resumes_from_the_stream,
             }
             websocket {
                 clients_receive_exact_text_frames,
@@ -654,6 +666,7 @@ macro_rules! conformance_suite {
                 an_unknown_position_gets_recovery_failed_then_live_events,
                 a_client_dropped_for_overflow_resumes_without_loss,
                 a_client_resumes_on_another_mongo_instance,
+                a_client_resumes_on_an_instance_started_after_it_left,
             }
             sse {
                 last_event_id_resumes_exactly_the_missed_events,

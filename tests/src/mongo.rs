@@ -12,9 +12,13 @@ use futures::StreamExt;
 use mongodb::bson::{doc, oid::ObjectId, Binary, Bson, Document};
 use mongodb::Database;
 use serde::{Deserialize, Serialize};
-use tbone_dispatch::model::{publish_resource_events, PostSave, POST_SAVE};
+use tbone_dispatch::model::{
+    publish_resource_events, PostDelete, PostSave, POST_DELETE, POST_SAVE,
+};
 use tbone_dispatch::{Backend, Channel, Event, Frame, Payload, Sender};
-use tbone_dispatch_tokio::mongo::{self, Driver, ModelCollection, MongoBackend, MongoOptions};
+use tbone_dispatch_tokio::mongo::{
+    self, Driver, ModelCollection, MongoBackend, MongoError, MongoOptions, WriteOutcome,
+};
 
 use crate::{frame_data, frame_name, new_carrier, unique_name, within, TestRuntime};
 
@@ -385,7 +389,8 @@ pub async fn model_writes_become_resource_events<R: TestRuntime>() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(updated.value.text, "edited");
+    assert!(updated.is_signalled());
+    assert_eq!(updated.record().unwrap().value.text, "edited");
     assert!(entries
         .replace(
             ObjectId::new(),
@@ -397,7 +402,8 @@ pub async fn model_writes_become_resource_events<R: TestRuntime>() {
         .unwrap()
         .is_none());
     let deleted = entries.delete(saved.id).await.unwrap().unwrap();
-    assert_eq!(deleted.value.text, "edited");
+    assert!(deleted.is_signalled());
+    assert_eq!(deleted.record().unwrap().value.text, "edited");
     assert!(entries.delete(saved.id).await.unwrap().is_none());
 
     let mut frames = Vec::new();
@@ -479,14 +485,173 @@ pub async fn model_writes_are_reported_as_they_happened<R: TestRuntime>() {
         .await
         .unwrap_or_else(|e| panic!("[{}] the update was written: {e}", R::name()))
         .expect("found");
-    assert!(updated.value.value.is_nan());
+    assert!(updated.record().unwrap().value.value.is_nan());
     let deleted = entries.delete(saved.id).await;
     assert!(
-        matches!(&deleted, Ok(Some(record)) if record.value.value.is_nan()),
+        matches!(&deleted, Ok(Some(outcome)) if outcome.record().unwrap().value.value.is_nan()),
         "[{}] the deletion happened: {deleted:?}",
         R::name()
     );
     assert!(entries.list().await.unwrap().is_empty());
+}
+
+/// The document of the "reported done" test (its own type: signals are
+/// counted by sender, and other tests write other models).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Gauge {
+    level: f64,
+}
+
+/// The stored document `id` of `collection`, read with the driver.
+async fn stored(db: &Database, collection: &str, id: ObjectId) -> Option<Document> {
+    let collection = db.collection::<Document>(collection);
+    raw(async move { collection.find_one(doc! {"_id": id}).await }).await
+}
+
+/// Issue 12, defect 1 (update and delete): an update or deletion learns
+/// the document it leaves only once written; when that document was not a
+/// `T` (the update made it so, or another writer put it there), the write
+/// happened and the method returned an error. Now every update or
+/// deletion that happened is `Ok`, and says whether its signal was sent.
+pub async fn model_updates_and_deletes_that_happened_are_reported_done<R: TestRuntime>() {
+    let db = database::<R>("model_done").await;
+    let gauges = ModelCollection::<Gauge>::new(&db, "gauges").unwrap();
+    let signals = Arc::new(Mutex::new(Vec::new()));
+    let (saves, deletes) = (signals.clone(), signals.clone());
+    let _saves = POST_SAVE
+        .connect(
+            move |_, saved: &PostSave| {
+                saves
+                    .lock()
+                    .unwrap()
+                    .push(saved.data().as_str().to_string());
+                Ok(())
+            },
+            Sender::of::<Gauge>(),
+        )
+        .guard();
+    let _deletes = POST_DELETE
+        .connect(
+            move |_, deleted: &PostDelete| {
+                deletes
+                    .lock()
+                    .unwrap()
+                    .push(deleted.data().as_str().to_string());
+                Ok(())
+            },
+            Sender::of::<Gauge>(),
+        )
+        .guard();
+    let done = |what: &str, outcome: Result<Option<WriteOutcome<Gauge>>, MongoError>| {
+        outcome
+            .unwrap_or_else(|e| {
+                panic!(
+                    "[{}] {what} happened, but was reported as failed: {e}",
+                    R::name()
+                )
+            })
+            .unwrap_or_else(|| panic!("[{}] {what}: not found", R::name()))
+    };
+
+    // An update that leaves a document that is not a Gauge.
+    let id = gauges.insert(Gauge { level: 1.0 }).await.unwrap().id;
+    let outcome = done(
+        "an update to a string level",
+        gauges.update(id, doc! {"$set": {"level": "high"}}).await,
+    );
+    assert!(
+        matches!(
+            &outcome,
+            WriteOutcome::Unreadable { document, reason: MongoError::Data { .. }, .. }
+                if document.get_str("level") == Ok("high")
+        ),
+        "[{}] {outcome:?}",
+        R::name()
+    );
+    assert!(!outcome.is_signalled() && outcome.unsignalled_reason().is_some());
+    assert_eq!(outcome.id(), id);
+    let written = stored(&db, "gauges", id).await.expect("still stored");
+    assert_eq!(
+        written.get_str("level"),
+        Ok("high"),
+        "[{}] written",
+        R::name()
+    );
+    // Deleting it.
+    let outcome = done(
+        "the deletion of a document that is not a Gauge",
+        gauges.delete(id).await,
+    );
+    assert!(
+        matches!(outcome, WriteOutcome::Unreadable { .. }),
+        "[{}] {outcome:?}",
+        R::name()
+    );
+    assert!(
+        stored(&db, "gauges", id).await.is_none(),
+        "[{}] deleted",
+        R::name()
+    );
+
+    // A document another writer put there.
+    let foreign = ObjectId::new();
+    insert_raw(&db, "gauges", doc! {"_id": foreign, "label": "not a gauge"}).await;
+    let outcome = done(
+        "the deletion of a foreign document",
+        gauges.delete(foreign).await,
+    );
+    assert!(
+        matches!(outcome, WriteOutcome::Unreadable { .. }),
+        "{outcome:?}"
+    );
+    assert!(stored(&db, "gauges", foreign).await.is_none());
+
+    // A Gauge the event cannot carry (NaN): done, reported unsignalled.
+    let id = gauges.insert(Gauge { level: 2.0 }).await.unwrap().id;
+    let outcome = done(
+        "an update to NaN",
+        gauges.update(id, doc! {"$set": {"level": f64::NAN}}).await,
+    );
+    assert!(
+        matches!(
+            &outcome,
+            WriteOutcome::Unsignalled { record, reason: MongoError::Payload(_) }
+                if record.value.level.is_nan()
+        ),
+        "[{}] {outcome:?}",
+        R::name()
+    );
+    let written = stored(&db, "gauges", id).await.expect("still stored");
+    assert!(
+        written.get_f64("level").unwrap().is_nan(),
+        "[{}] written",
+        R::name()
+    );
+    let outcome = done("the deletion of a NaN gauge", gauges.delete(id).await);
+    assert!(
+        matches!(outcome, WriteOutcome::Unsignalled { .. }),
+        "[{}] {outcome:?}",
+        R::name()
+    );
+    assert!(stored(&db, "gauges", id).await.is_none());
+
+    // A plain update and deletion are signalled.
+    let id = gauges.insert(Gauge { level: 3.0 }).await.unwrap().id;
+    let updated = done(
+        "a plain update",
+        gauges.update(id, doc! {"$set": {"level": 4.0}}).await,
+    );
+    assert!(updated.is_signalled(), "{updated:?}");
+    let deleted = done("a plain deletion", gauges.delete(id).await);
+    assert_eq!(deleted.into_record().unwrap().value.level, 4.0);
+
+    let signals = signals.lock().unwrap().clone();
+    assert_eq!(
+        signals.len(),
+        5,
+        "[{}] the three inserts, the plain update and the plain deletion, nothing else: {signals:?}",
+        R::name()
+    );
 }
 
 /// Issue 12, defect 8: an integer above i64::MAX became a double on the
@@ -876,7 +1041,7 @@ pub async fn model_events_of_a_document_follow_its_writes<R: TestRuntime>() {
             for _ in 0..WRITES {
                 let changes = doc! {"$inc": {"n": 1}, "$set": {"by": by as i64}};
                 let updated = counted.update(id, changes).await.unwrap().unwrap();
-                returned.push(updated.value.n);
+                returned.push(updated.into_record().unwrap().value.n);
             }
             done.unbounded_send((by, returned)).unwrap();
         })
@@ -930,6 +1095,32 @@ async fn insert_raw(db: &Database, collection: &str, document: Document) {
     raw(async move { collection.insert_one(document).await }).await;
 }
 
+/// Another instance writes `slow` (its clock behind ours), then `channel`
+/// publishes `ours`: the client sees exactly those two, in write order
+/// (nothing present before, nothing twice).
+async fn slow_write_then_ours<R: TestRuntime>(
+    db: &Database,
+    collection: &str,
+    channel: &Mongo<R>,
+    client: &mut futures::channel::mpsc::UnboundedReceiver<tbone_dispatch::Frame>,
+    slow: Document,
+    ours: &str,
+) {
+    let slow_data = slow.get_str("data").expect("a text `data`").to_string();
+    insert_raw(db, collection, slow).await;
+    channel.publish("e", &ours).await.unwrap();
+    let seen = collect_until::<R>(client, "our event", |seen| {
+        seen.last() == Some(&serde_json::json!(ours))
+    })
+    .await;
+    assert_eq!(
+        seen,
+        vec![serde_json::json!(slow_data), serde_json::json!(ours)],
+        "[{}] the slow writer's event is delivered, in write order, nothing else",
+        R::name()
+    );
+}
+
 /// Issue 12, defect 3: the first cursor started at the kickoff's second
 /// and dropped every older ObjectId, so the events of a writer whose clock
 /// is behind were lost during a new instance's first seconds. The tailing
@@ -957,26 +1148,8 @@ pub async fn writers_with_slow_clocks_are_delivered_from_kickoff<R: TestRuntime>
 
     // Another instance, whose clock is 5 s behind ours, writes after our
     // kickoff.
-    insert_raw(
-        &db,
-        collection,
-        doc! {"_id": object_id_from_clock(-5), "key": "e", "data": "slow clock"},
-    )
-    .await;
-    channel.publish("e", &"ours again").await.unwrap();
-    let seen = collect_until::<R>(&mut client, "our second event", |seen| {
-        seen.last() == Some(&serde_json::json!("ours again"))
-    })
-    .await;
-    assert_eq!(
-        seen,
-        vec![
-            serde_json::json!("slow clock"),
-            serde_json::json!("ours again")
-        ],
-        "[{}] the slow writer's event is delivered, in write order",
-        R::name()
-    );
+    let slow = doc! {"_id": object_id_from_clock(-5), "key": "e", "data": "slow clock"};
+    slow_write_then_ours::<R>(&db, collection, &channel, &mut client, slow, "ours again").await;
     let stats = channel.backend().stats();
     assert_eq!(
         stats.duplicates,
@@ -1057,6 +1230,123 @@ pub async fn documents_present_at_kickoff_are_never_delivered<R: TestRuntime>() 
         "[{}] only `first` is read twice per reopen, documents present at kickoff are not duplicates: {stats:?}",
         R::name()
     );
+}
+
+/// Issue 12, defect 3 (the window after kickoff): the tailing task listed
+/// the documents present only once it ran, after `kickoff()` returned, so
+/// a document written in between by a writer whose clock is behind was
+/// taken as present and never delivered, uncounted. `started()` resolves
+/// once the listing is done: what is written after it is delivered, what
+/// was there before is not, and is counted (`MongoStats::before_start`).
+pub async fn a_slow_writer_right_after_the_start_is_delivered<R: TestRuntime>() {
+    let db = database::<R>("slow_after_start").await;
+    let collection = "tbone_channel_slow_after_start";
+    let before = |seconds: i64, data: &str| {
+        doc! {"_id": object_id_from_clock(seconds), "key": "e", "data": data}
+    };
+    capped_collection_with(
+        &db,
+        collection,
+        vec![
+            before(-20, "long before"),
+            before(-2, "just before"),
+            before(-1, "newest before"),
+        ],
+    )
+    .await;
+    let channel: Mongo<R> = mongo::builder(&unique_name::<R>("mongo-slow-after-start"), &db)
+        .options(MongoOptions::default().collection(collection))
+        .open()
+        .unwrap();
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("e", &carrier).unwrap();
+    channel.kickoff().unwrap();
+    within::<R, _>(MONGO_WAIT, "the tail's start", channel.backend().started())
+        .await
+        .unwrap_or_else(|e| panic!("[{}] {e}", R::name()));
+    // Another instance, whose clock is 5 s behind ours, writes at once.
+    let slow = before(-5, "slow clock, right after the start");
+    slow_write_then_ours::<R>(&db, collection, &channel, &mut client, slow, "ours").await;
+    let stats = channel.backend().stats();
+    assert!(
+        stats.before_start >= 3 && stats.before_start <= 3 * (stats.reopened + 1),
+        "[{}] the three present documents are counted as before the start, once per cursor: {stats:?}",
+        R::name()
+    );
+    assert_eq!(stats.duplicates, 0, "[{}] {stats:?}", R::name());
+
+    // Not kicked off: nothing to wait for.
+    let idle: Mongo<R> = mongo::builder(&unique_name::<R>("mongo-never-kicked-off"), &db)
+        .options(MongoOptions::default().collection("tbone_channel_never"))
+        .open()
+        .unwrap();
+    assert!(
+        matches!(
+            within::<R, _>(
+                MONGO_WAIT,
+                "started() without kickoff",
+                idle.backend().started()
+            )
+            .await,
+            Err(MongoError::NotTailing { .. })
+        ),
+        "[{}] started() without kickoff",
+        R::name()
+    );
+}
+
+/// Issue 12, defect 4 (on the server): with every document present older
+/// than the skew window, the first tailing query (`_id >= kickoff -
+/// window`) matched nothing. MongoDB ends such a cursor at once, so an idle
+/// instance reopened it about every second, each time scanning the
+/// collection (the test server keeps it alive, which is why
+/// `an_idle_instance_keeps_its_cursor` cannot see this). The first
+/// cursor's first batch now holds the newest document present, which is
+/// not delivered.
+pub async fn the_first_tailing_cursor_matches_a_present_document<R: TestRuntime>() {
+    let test = "first_batch";
+    let db = database::<R>(test).await;
+    let collection = "tbone_channel_first_batch";
+    capped_collection_with(
+        &db,
+        collection,
+        vec![
+            doc! {"_id": object_id_from_clock(-600), "key": "e", "data": "older"},
+            doc! {"_id": object_id_from_clock(-120), "key": "e", "data": "newest, 2 minutes old"},
+        ],
+    )
+    .await;
+    let (recorded, commands) =
+        crate::mongo_commands::recorded_database(&mongo_uri(), &database_name::<R>(test)).await;
+    let channel = open::<R>(
+        &unique_name::<R>("mongo-first-batch"),
+        &recorded,
+        MongoOptions::default().collection(collection),
+    );
+    let (carrier, mut client) = new_carrier::<R>();
+    channel.subscribe("e", &carrier).unwrap();
+    within::<R, _>(MONGO_WAIT, "the tail's start", channel.backend().started())
+        .await
+        .unwrap();
+    crate::eventually::<R>("the first tailing cursor opened", || {
+        !commands.tailable_first_batches().is_empty()
+    })
+    .await;
+    let batches = commands.tailable_first_batches();
+    assert!(
+        batches[0] >= 1,
+        "[{}] the first tailing query matched nothing, so MongoDB ends its cursor at once: first batches {batches:?}",
+        R::name()
+    );
+    channel.publish("e", &"after").await.unwrap();
+    assert_eq!(
+        frames_n::<R>(&mut client, 1, "the event after the start").await,
+        vec![serde_json::json!("after")],
+        "[{}] the document the cursor started at is not delivered",
+        R::name()
+    );
+    let stats = channel.backend().stats();
+    assert!(stats.before_start >= 1, "[{}] {stats:?}", R::name());
 }
 
 /// Issue 12, defect 4: an idle instance must not reopen its tailing cursor

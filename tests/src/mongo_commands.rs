@@ -23,6 +23,8 @@ struct Log {
     /// Request ids of tailable `find`s whose reply has not come yet.
     tailable_requests: Vec<i32>,
     tailable_cursors: Vec<i64>,
+    /// How many documents each tailable `find` returned with its reply.
+    first_batches: Vec<usize>,
 }
 
 impl CommandLog {
@@ -51,6 +53,9 @@ impl CommandLog {
                         if let Ok(id) = cursor.get_i64("id") {
                             log.tailable_cursors.push(id);
                         }
+                        if let Ok(batch) = cursor.get_array("firstBatch") {
+                            log.first_batches.push(batch.len());
+                        }
                     }
                 }
             }
@@ -67,6 +72,13 @@ impl CommandLog {
     /// Every command sent so far, by name.
     pub fn all(&self) -> BTreeMap<String, u64> {
         self.log().sent.clone()
+    }
+
+    /// How many documents the reply to each tailable `find` carried, in
+    /// the order they were answered (on MongoDB, a tailable cursor whose
+    /// first batch is empty is dead at once).
+    pub fn tailable_first_batches(&self) -> Vec<usize> {
+        self.log().first_batches.clone()
     }
 
     /// The id of the tailable cursor opened last (0 if the server closed it

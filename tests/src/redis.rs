@@ -64,7 +64,7 @@ pub fn fresh_stream<R: TestRuntime>(url: &str, test: &str) -> String {
 }
 
 /// Options on `stream`, with quick reconnection (the tests cut and kill).
-fn options(stream: &str) -> RedisOptions {
+pub fn redis_options(stream: &str) -> RedisOptions {
     RedisOptions::default()
         .stream(stream)
         .error_backoff(Duration::from_millis(20), Duration::from_millis(200))
@@ -102,8 +102,8 @@ fn fields(entry: &Value) -> Vec<(String, String)> {
 pub async fn two_instances_each_deliver_every_event_in_order<R: TestRuntime>() {
     let url = redis_url();
     let stream = fresh_stream::<R>(&url, "two_instances");
-    let a = open::<R>("redis-two-a", &server_at(&url), options(&stream));
-    let b = open::<R>("redis-two-b", &server_at(&url), options(&stream));
+    let a = open::<R>("redis-two-a", &server_at(&url), redis_options(&stream));
+    let b = open::<R>("redis-two-b", &server_at(&url), redis_options(&stream));
     let (carrier_a, mut client_a) = new_carrier::<R>();
     let (carrier_b, mut client_b) = new_carrier::<R>();
     a.subscribe("e", &carrier_a).unwrap();
@@ -214,7 +214,7 @@ pub async fn entries_present_at_kickoff_are_never_delivered<R: TestRuntime>() {
     let channel = open::<R>(
         "redis-present-at-kickoff",
         &server_at(&url),
-        options(&stream),
+        redis_options(&stream),
     );
     let (carrier, mut client) = new_carrier::<R>();
     channel.subscribe("e", &carrier).unwrap();
@@ -233,7 +233,7 @@ pub async fn malformed_entries_are_skipped_and_counted<R: TestRuntime>() {
     let channel = open::<R>(
         "redis-malformed",
         &server_at(&url),
-        options(&stream).max_payload_bytes(256),
+        redis_options(&stream).max_payload_bytes(256),
     );
     let (carrier, mut client) = new_carrier::<R>();
     channel.subscribe("e", &carrier).unwrap();
@@ -282,7 +282,7 @@ pub async fn falling_behind_the_stream_reports_one_gap<R: TestRuntime>() {
         R::default(),
         &server_at(&url),
         "gap",
-        options(&stream).capacity(8).buffer(1).read_count(4),
+        redis_options(&stream).capacity(8).buffer(1).read_count(4),
     );
     let publish = |i: i32| Event::new("e", Payload::encode(&i).unwrap());
     let mut events = backend.consume().unwrap();
@@ -334,14 +334,108 @@ pub async fn falling_behind_the_stream_reports_one_gap<R: TestRuntime>() {
     );
 }
 
+/// A tail that read entries 1..=100, the first node of the stream, and
+/// is held (its buffer full) before its next read, while events
+/// 101..=`last` are published with `MAXLEN ~ 100`: whole nodes of 100
+/// entries are trimmed from the head. The events it delivers once the
+/// consumer reads on, and its stats.
+async fn held_after_the_first_node_while_trimmed<R: TestRuntime>(
+    test: &str,
+    last: i32,
+    first_left: i32,
+) -> (Vec<i32>, tbone_dispatch_redis::RedisStats) {
+    let url = redis_url();
+    let stream = fresh_stream::<R>(&url, test);
+    // The buffer holds 99 events: the tail hands them over and then waits
+    // with the 100th, its last entry read, before its next read.
+    let backend = RedisBackend::new(
+        R::default(),
+        &server_at(&url),
+        test,
+        redis_options(&stream)
+            .capacity(100)
+            .buffer(99)
+            .read_count(256),
+    );
+    let publish = |i: i32| Event::new("e", Payload::encode(&i).unwrap());
+    let mut events = backend.consume().unwrap();
+    for i in 1..=100 {
+        backend.publish(publish(i)).await.unwrap();
+    }
+    crate::eventually::<R>("the tail to read the first 100 entries", || {
+        backend.stats().received == 100
+    })
+    .await;
+    for i in 101..=last {
+        backend.publish(publish(i)).await.unwrap();
+    }
+    // What the test is about: the stream now starts at `first_left` (the
+    // server keeps nodes of 100 entries, its default).
+    let head: Value = raw(
+        &url,
+        client::cmd("XRANGE")
+            .arg(&stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1),
+    );
+    let Value::Array(head) = head else {
+        panic!("{head:?}")
+    };
+    assert_eq!(
+        fields(&head[0])[1].1,
+        first_left.to_string(),
+        "[{}] precondition: trimmed in whole nodes of 100 entries (stream-node-max-entries)",
+        R::name()
+    );
+    let mut received = Vec::new();
+    within::<R, _>(REDIS_WAIT, "every event left", async {
+        while received.last() != Some(&last) {
+            let event = events.next().await.expect("the event stream ended");
+            received.push(event.data().decode::<i32>().unwrap());
+        }
+    })
+    .await;
+    (received, backend.stats())
+}
+
+/// The tail's last entry read was trimmed, but every entry after it is
+/// still there: nothing was lost, so no gap (it was reported as one when
+/// the gap check asked only whether the last entry read was still there).
+pub async fn a_trimmed_last_entry_with_the_rest_kept_is_no_gap<R: TestRuntime>() {
+    let (received, stats) =
+        held_after_the_first_node_while_trimmed::<R>("trimmed_last_entry", 200, 101).await;
+    assert_eq!(received, (1..=200).collect::<Vec<_>>(), "[{}]", R::name());
+    assert_eq!(stats.gaps, 0, "[{}] no gap: {stats:?}", R::name());
+}
+
+/// Entries after the tail's position trimmed before it read them: exactly
+/// one gap, and the delivery carries on from the oldest entry left.
+pub async fn entries_trimmed_before_they_were_read_are_one_gap<R: TestRuntime>() {
+    let (received, stats) =
+        held_after_the_first_node_while_trimmed::<R>("trimmed_unread", 300, 201).await;
+    let expected: Vec<i32> = (1..=100).chain(201..=300).collect();
+    assert_eq!(received, expected, "[{}]", R::name());
+    assert_eq!(stats.gaps, 1, "[{}] one gap: {stats:?}", R::name());
+}
+
 /// `publish_delivered` on a RedisChannel resolves once this instance has
 /// read its own entry back from the stream and queued it for its carriers,
 /// with how many took it; the other instance delivers it too.
 pub async fn publish_delivered_waits_for_the_instance_to_read_it_back<R: TestRuntime>() {
     let url = redis_url();
     let stream = fresh_stream::<R>(&url, "delivered");
-    let a = open::<R>("redis-delivered-a", &server_at(&url), options(&stream));
-    let b = open::<R>("redis-delivered-b", &server_at(&url), options(&stream));
+    let a = open::<R>(
+        "redis-delivered-a",
+        &server_at(&url),
+        redis_options(&stream),
+    );
+    let b = open::<R>(
+        "redis-delivered-b",
+        &server_at(&url),
+        redis_options(&stream),
+    );
     let (carrier_a, mut client_a) = new_carrier::<R>();
     let (carrier_b, mut client_b) = new_carrier::<R>();
     a.subscribe("e", &carrier_a).unwrap();
@@ -477,8 +571,16 @@ async fn counts_until<R: TestRuntime>(
 pub async fn server_killed_and_restarted_loses_and_repeats_nothing<R: TestRuntime>() {
     let server = PrivateRedis::start();
     let stream = "tbone_channel_restart";
-    let a = open::<R>("redis-restart-a", &server_at(&server.url), options(stream));
-    let b = open::<R>("redis-restart-b", &server_at(&server.url), options(stream));
+    let a = open::<R>(
+        "redis-restart-a",
+        &server_at(&server.url),
+        redis_options(stream),
+    );
+    let b = open::<R>(
+        "redis-restart-b",
+        &server_at(&server.url),
+        redis_options(stream),
+    );
     let (carrier_a, mut client_a) = new_carrier::<R>();
     let (carrier_b, mut client_b) = new_carrier::<R>();
     a.subscribe("e", &carrier_a).unwrap();
@@ -580,8 +682,8 @@ pub async fn a_cut_connection_is_survived<R: TestRuntime>() {
         .expect("the proxy's runtime")
         .expect("starting the proxy");
     let through_proxy = server_at(&format!("redis://{}/", proxy.addr()));
-    let a = open::<R>("redis-cut-a", &upstream, options(&stream));
-    let b = open::<R>("redis-cut-b", &through_proxy, options(&stream));
+    let a = open::<R>("redis-cut-a", &upstream, redis_options(&stream));
+    let b = open::<R>("redis-cut-b", &through_proxy, redis_options(&stream));
     let (carrier_b, mut client_b) = new_carrier::<R>();
     b.subscribe("e", &carrier_b).unwrap();
     b.publish("e", &0).await.unwrap();
@@ -638,7 +740,7 @@ pub async fn a_cut_connection_is_survived<R: TestRuntime>() {
 pub async fn stop_waits_for_the_tailing_task<R: TestRuntime>() {
     let url = redis_url();
     let stream = fresh_stream::<R>(&url, "stop-tail");
-    let channel = open::<R>("redis-stop-tail", &server_at(&url), options(&stream));
+    let channel = open::<R>("redis-stop-tail", &server_at(&url), redis_options(&stream));
     let (carrier, mut client) = new_carrier::<R>();
     channel.subscribe("e", &carrier).unwrap();
     within::<R, _>(REDIS_WAIT, "a publish", channel.publish("e", &1))

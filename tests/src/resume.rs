@@ -29,11 +29,11 @@ use tbone_dispatch_tokio::mongo::{self, MongoBackend, MongoOptions};
 use crate::mongo::{connect_to, database, database_name, mongo_uri, MONGO_WAIT};
 use crate::{new_carrier, unique_name, wait, within, Mem, TestRuntime, WAIT};
 
-type Mongo<R> = Channel<MongoBackend, R>;
+pub(crate) type Mongo<R> = Channel<MongoBackend, R>;
 
 /// What a client of a `PositionedEnvelope` channel receives.
 #[derive(Clone, Debug, PartialEq)]
-enum Received {
+pub(crate) enum Received {
     /// An event frame: its data and its position.
     Event { data: Value, position: String },
     /// The frame saying that what was missed cannot be replayed, with the
@@ -41,7 +41,7 @@ enum Received {
     RecoveryFailed { position: String },
 }
 
-fn received(frame: &Frame) -> Received {
+pub(crate) fn received(frame: &Frame) -> Received {
     let value: Value = serde_json::from_str(frame.as_str())
         .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {frame}"));
     let position = |value: &Value| {
@@ -64,12 +64,12 @@ fn received(frame: &Frame) -> Received {
 
 /// One event a client saw: its data and position.
 #[derive(Clone, Debug, PartialEq)]
-struct Seen {
-    data: Value,
-    position: String,
+pub(crate) struct Seen {
+    pub(crate) data: Value,
+    pub(crate) position: String,
 }
 
-fn seen(frame: &Frame) -> Seen {
+pub(crate) fn seen(frame: &Frame) -> Seen {
     match received(frame) {
         Received::Event { data, position } => Seen { data, position },
         other => panic!("expected an event, got {other:?}"),
@@ -77,7 +77,7 @@ fn seen(frame: &Frame) -> Seen {
 }
 
 /// The next `n` frames of `client`, within `limit` in all.
-async fn frames<R: TestRuntime>(
+pub(crate) async fn frames<R: TestRuntime>(
     client: &mut mpsc::UnboundedReceiver<Frame>,
     n: usize,
     limit: Duration,
@@ -101,7 +101,7 @@ async fn frames<R: TestRuntime>(
 }
 
 /// The next `n` events of `client`.
-async fn events<R: TestRuntime>(
+pub(crate) async fn events<R: TestRuntime>(
     client: &mut mpsc::UnboundedReceiver<Frame>,
     n: usize,
     limit: Duration,
@@ -114,11 +114,11 @@ async fn events<R: TestRuntime>(
         .collect()
 }
 
-fn data(events: &[Seen]) -> Vec<Value> {
+pub(crate) fn data(events: &[Seen]) -> Vec<Value> {
     events.iter().map(|event| event.data.clone()).collect()
 }
 
-fn numbers(range: std::ops::Range<u64>) -> Vec<Value> {
+pub(crate) fn numbers(range: std::ops::Range<u64>) -> Vec<Value> {
     range.map(Value::from).collect()
 }
 
@@ -133,11 +133,15 @@ fn memory<R: TestRuntime>(name: &str, history: HistoryLimits) -> Mem<R> {
     channel
 }
 
-const COLLECTION: &str = "tbone_channel_resume";
+pub(crate) const COLLECTION: &str = "tbone_channel_resume";
 
 /// A MongoChannel instance on `db`'s resume collection whose frames carry
 /// positions, kicked off.
-fn mongo_on<R: TestRuntime>(name: &str, db: &Database, history: HistoryLimits) -> Mongo<R> {
+pub(crate) fn mongo_on<R: TestRuntime>(
+    name: &str,
+    db: &Database,
+    history: HistoryLimits,
+) -> Mongo<R> {
     let channel: Mongo<R> = mongo::builder(name, db)
         .envelope(PositionedEnvelope)
         .history(history)
@@ -322,7 +326,16 @@ async fn reconnects_while_publishing<B: Backend, R: TestRuntime>(
                     R::default().sleep(Duration::from_millis(1)).await;
                 }
                 let (again, frames) = new_carrier::<R>();
-                resume(channel, &again, &event.position);
+                // As sockets do: from the history, or else the backend's
+                // store, while publishing goes on.
+                match channel.resume(&["tick"], &again, &event.position).await {
+                    Ok(Resumed::Replayed { .. }) => {}
+                    other => panic!(
+                        "[{}] resuming after {}: expected a replay, got {other:?}",
+                        R::name(),
+                        event.position
+                    ),
+                }
                 (carrier, client) = (again, frames);
                 resumed.fetch_add(1, Ordering::SeqCst);
             }
@@ -364,6 +377,20 @@ pub async fn resume_while_publishing_continues<R: TestRuntime>() {
 pub async fn resume_while_publishing_continues_on_mongo<R: TestRuntime>() {
     let channel = mongo_channel::<R>("resume_concurrent", HistoryLimits::default()).await;
     reconnects_while_publishing(&channel, 40, 3, 3, MONGO_WAIT).await;
+}
+
+/// The same with a history of 4 events and 12 events published while the
+/// client is away: each resume reads the capped collection while the
+/// instance goes on delivering (the seam between the two is exact). (The
+/// publisher holds its last events back until the reconnects are done:
+/// 120 leaves room for the 12 published during each.)
+pub async fn resume_from_the_collection_while_publishing_continues<R: TestRuntime>() {
+    let channel = mongo_channel::<R>(
+        "resume_store_concurrent",
+        HistoryLimits::default().events(4),
+    )
+    .await;
+    reconnects_while_publishing(&channel, 120, 3, 12, MONGO_WAIT).await;
 }
 
 /// MongoChannel positions are the documents' ObjectIds, the same on every
@@ -434,7 +461,7 @@ fn garbage() -> Vec<String> {
 /// that recovery failed (the frame echoes what it sent when that is a
 /// position, and nothing when it is garbage), is subscribed all the same,
 /// and receives the next live event.
-async fn recovery_fails_then_live<B: Backend, R: TestRuntime>(
+pub(crate) async fn recovery_fails_then_live<B: Backend, R: TestRuntime>(
     channel: &Channel<B, R>,
     unknown: &[String],
     limit: Duration,
@@ -442,8 +469,9 @@ async fn recovery_fails_then_live<B: Backend, R: TestRuntime>(
     for (n, position) in unknown.iter().enumerate() {
         let (carrier, mut client) = new_carrier::<R>();
         let resumed = channel
-            .subscribe_after(&["tick"], &carrier, position)
-            .expect("subscribe_after");
+            .resume(&["tick"], &carrier, position)
+            .await
+            .expect("resume");
         assert_eq!(resumed, Resumed::Failed, "[{}] {position:?}", R::name());
         channel
             .publish_delivered("tick", &n)
@@ -471,7 +499,7 @@ async fn recovery_fails_then_live<B: Backend, R: TestRuntime>(
 }
 
 /// The positions a client of `channel` sees for `0..n` (published now).
-async fn positions<B: Backend, R: TestRuntime>(
+pub(crate) async fn positions<B: Backend, R: TestRuntime>(
     channel: &Channel<B, R>,
     n: u64,
     limit: Duration,
@@ -511,11 +539,24 @@ pub async fn unknown_positions_fail_recovery_then_go_live<R: TestRuntime>() {
     recovery_fails_then_live(&channel, &unknown, WAIT).await;
 }
 
-/// The same on a MongoChannel: a position older than the history, an
-/// ObjectId no instance delivered, a MemoryChannel's position, garbage.
+/// The same on a MongoChannel, whose own history is its capped collection
+/// (`Channel::resume` reads it): a position overwritten in the collection
+/// (and pushed out of the instance's history), an ObjectId no instance
+/// delivered, a MemoryChannel's position, garbage.
 pub async fn unknown_positions_fail_recovery_then_go_live_on_mongo<R: TestRuntime>() {
-    let channel = mongo_channel::<R>("resume_unknown", HistoryLimits::default().events(3)).await;
-    let seen = positions(&channel, 6, MONGO_WAIT).await;
+    let db = database::<R>("resume_unknown").await;
+    let channel: Mongo<R> = mongo::builder(&unique_name::<R>("resume-unknown-mongo"), &db)
+        .envelope(PositionedEnvelope)
+        .history(HistoryLimits::default().events(3))
+        .options(
+            MongoOptions::default()
+                .collection("tbone_channel_small")
+                .capacity(4),
+        )
+        .open()
+        .expect("open");
+    channel.kickoff().expect("kickoff");
+    let seen = positions(&channel, 8, MONGO_WAIT).await;
     let mut unknown = vec![
         seen[1].clone(),
         ObjectId::new().to_hex(),

@@ -498,3 +498,34 @@ pub async fn a_client_resumes_on_another_mongo_instance<R: TestRuntime>() {
     a.publish("e", &6u64).await.expect("publish");
     expect_events::<R>(&mut again, 6..7, "a live event").await;
 }
+
+/// A websocket client of instance A resumes on instance B, started after
+/// the client left: B's history holds nothing of it, so the events it
+/// missed come from the capped collection, then the live ones.
+pub async fn a_client_resumes_on_an_instance_started_after_it_left<R: TestRuntime>() {
+    use crate::mongo::{database, database_name, mongo_uri};
+    const EVENTS: &str = "socket_resume_late";
+    let test = "resume_socket_late_instance";
+    let db_a = database::<R>(test).await;
+    let a = mongo_instance::<R>(&unique_name::<R>("resume-ws-late-a"), &db_a, EVENTS);
+    let on_a = R::spawn_ws_server(&a, SocketOptions::new(["e"]));
+    let mut client = connect_at::<R>(on_a.addr, "/ws/").await;
+    eventually::<R>("the socket subscribed", || a.subscriber_count("e") == 1).await;
+    for n in 0..3u64 {
+        a.publish("e", &n).await.expect("publish");
+    }
+    let seen = expect_events::<R>(&mut client, 0..3, "the first events, on A").await;
+    drop(client);
+    for n in 3..6u64 {
+        a.publish("e", &n).await.expect("publish");
+    }
+
+    let db_b = crate::mongo::connect_to(&mongo_uri(), &database_name::<R>(test)).await;
+    let b = mongo_instance::<R>(&unique_name::<R>("resume-ws-late-b"), &db_b, EVENTS);
+    let on_b = R::spawn_ws_server(&b, SocketOptions::new(["e"]));
+    let last = &seen[2].1;
+    let mut again = connect_at::<R>(on_b.addr, &format!("/ws/?{LAST_POSITION}={last}")).await;
+    expect_events::<R>(&mut again, 3..6, "the missed events, from the collection").await;
+    a.publish("e", &6u64).await.expect("publish");
+    expect_events::<R>(&mut again, 6..7, "a live event").await;
+}

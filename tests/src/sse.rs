@@ -92,7 +92,7 @@ async fn serve_one<B: Backend, R: TestRuntime>(
         return;
     };
     let last_event_id = header(&head, sse::LAST_EVENT_ID).and_then(sse::last_event_id);
-    let mut body = match sse::stream(&channel, EVENTS, last_event_id, options) {
+    let mut body = match sse::stream(&channel, EVENTS, last_event_id, options).await {
         Ok(body) => body,
         Err(error) => {
             let refusal = format!("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{error}", error.to_string().len());

@@ -14,12 +14,12 @@ use crate::{Backend, Carrier, Channel, Resumed, Runtime, SubscribeError};
 /// A channel as a socket needs it, whatever its backend.
 trait Served<R: Runtime>: Send + Sync + 'static {
     fn subscribe(&self, event: &str, carrier: &Carrier<R>) -> Result<bool, SubscribeError>;
-    fn subscribe_after(
-        &self,
-        events: &[&str],
-        carrier: &Carrier<R>,
-        after: &str,
-    ) -> Result<Resumed, SubscribeError>;
+    fn resume<'a>(
+        &'a self,
+        events: &'a [&'a str],
+        carrier: &'a Carrier<R>,
+        after: &'a str,
+    ) -> BoxFuture<'a, Result<Resumed, SubscribeError>>;
     fn unsubscribe(&self, event: &str, carrier: &Carrier<R>) -> bool;
     fn stopped(&self) -> BoxFuture<'static, ()>;
 }
@@ -29,13 +29,13 @@ impl<B: Backend, R: Runtime> Served<R> for Channel<B, R> {
         Channel::subscribe(self, event, carrier)
     }
 
-    fn subscribe_after(
-        &self,
-        events: &[&str],
-        carrier: &Carrier<R>,
-        after: &str,
-    ) -> Result<Resumed, SubscribeError> {
-        Channel::subscribe_after(self, events, carrier, after)
+    fn resume<'a>(
+        &'a self,
+        events: &'a [&'a str],
+        carrier: &'a Carrier<R>,
+        after: &'a str,
+    ) -> BoxFuture<'a, Result<Resumed, SubscribeError>> {
+        Channel::resume(self, events, carrier, after).boxed()
     }
 
     fn unsubscribe(&self, event: &str, carrier: &Carrier<R>) -> bool {
@@ -174,7 +174,7 @@ impl<R: Runtime> Channels<R> {
         }
     }
 
-    pub(crate) fn subscribe_after(
+    pub(crate) async fn resume(
         &self,
         index: usize,
         events: &[&str],
@@ -182,7 +182,7 @@ impl<R: Runtime> Channels<R> {
         after: &str,
     ) -> Result<Resumed, SubscribeError> {
         match self.list.get(index) {
-            Some(channel) => channel.subscribe_after(events, carrier, after),
+            Some(channel) => channel.resume(events, carrier, after).await,
             None => Err(SubscribeError::UnknownChannel {
                 channel: format!("#{index}"),
             }),

@@ -23,7 +23,7 @@ use crate::{Carrier, Resumed, Runtime, SubscribeError};
 ///
 /// The missed events of each channel come first, in order, then its live
 /// ones, with no gap and no duplicate
-/// ([`Channel::subscribe_after`](crate::Channel::subscribe_after)). A
+/// ([`Channel::resume`](crate::Channel::resume)). A
 /// position the channel no longer has (older than its history, from
 /// another process or before a restart) brings the envelope's
 /// [`recovery_failed`](crate::Envelope::recovery_failed) frame instead, then
@@ -141,7 +141,7 @@ pub(crate) async fn subscribe_events<R: Runtime>(
         }
         match positions.iter().find(|(channel, _)| *channel == index) {
             Some((_, after)) => {
-                let resumed = channels.subscribe_after(index, events, carrier, after)?;
+                let resumed = channels.resume(index, events, carrier, after).await?;
                 if resumed == Resumed::Failed {
                     tracing::debug!(
                         channel = channels.name(index),

@@ -6,7 +6,8 @@
 //! the events of a channel. Each event goes out with its position as the
 //! `id:` line, so a browser's `EventSource` that reconnects sends it back
 //! as the `Last-Event-ID` header without any code, and receives exactly
-//! the events it missed (from the channel's history) before the live ones.
+//! the events it missed (from the channel's history, or what its backend
+//! stores: a MongoChannel's capped collection) before the live ones.
 //! When that is not possible (the id is older than the history, or from
 //! another process), the client receives an `event: recovery_failed`
 //! instead, and should reload. Keep-alive comments keep proxies from
@@ -28,7 +29,7 @@
 //! channel.kickoff().unwrap();
 //!
 //! // A first request: no Last-Event-ID.
-//! let mut first = sse::stream(&channel, &["tick"], None, SseOptions::default()).unwrap();
+//! let mut first = runtime.run(sse::stream(&channel, &["tick"], None, SseOptions::default())).unwrap().unwrap();
 //! runtime.run(channel.publish("tick", &1)).unwrap().unwrap();
 //! let chunk = runtime.run(first.next()).unwrap().unwrap().unwrap();
 //! let seen = std::str::from_utf8(&chunk).unwrap().lines().next().unwrap();
@@ -39,8 +40,8 @@
 //!
 //! // ... and reconnects: the browser sends the last id it saw.
 //! let header = id.clone().into_bytes();
-//! let mut again =
-//!     sse::stream(&channel, &["tick"], sse::last_event_id(&header), SseOptions::default()).unwrap();
+//! let resumed = sse::stream(&channel, &["tick"], sse::last_event_id(&header), SseOptions::default());
+//! let mut again = runtime.run(resumed).unwrap().unwrap();
 //! let chunk = runtime.run(again.next()).unwrap().unwrap().unwrap();
 //! assert!(std::str::from_utf8(&chunk).unwrap().contains(r#""data":2"#));
 //! ```

@@ -69,7 +69,7 @@ type BoxedTimer = Pin<Box<dyn Future<Output = ()> + Send>>;
 ///
 /// // The request carried no Last-Event-ID: subscribe to live events.
 /// let mut body = SseStream::new(&runtime, SseOptions::default()).unwrap();
-/// assert_eq!(body.join(&channel, &["tick"], None).unwrap(), None);
+/// assert_eq!(runtime.run(body.join(&channel, &["tick"], None)).unwrap().unwrap(), None);
 ///
 /// runtime.run(channel.publish("tick", &1)).unwrap().unwrap();
 /// let chunk = runtime.run(body.next()).unwrap().unwrap().unwrap();
@@ -140,30 +140,31 @@ impl<R: Runtime> SseStream<R> {
     /// Subscribes this body to `events` of `channel`. With the request's
     /// `Last-Event-ID` (see [`last_event_id`](super::last_event_id)), the
     /// events the client missed since that id come first, then the live
-    /// ones ([`Channel::subscribe_after`]), and the result says how that
-    /// went; without one (`None`, or a blank id), it subscribes to live
+    /// ones ([`Channel::resume`]: from the channel's history, or from
+    /// what its backend stores), and the result says how that went; without one (`None`, or a blank id), it subscribes to live
     /// events and returns `None`.
     ///
     /// A `Last-Event-ID` is a position in one channel's stream: when a
     /// body joins several channels with the same id, the channels it does
     /// not belong to send `recovery_failed`.
-    pub fn join<B: Backend>(
+    pub fn join<'a, B: Backend>(
         &self,
-        channel: &Channel<B, R>,
-        events: &[&str],
-        last_event_id: Option<&str>,
-    ) -> Result<Option<Resumed>, SseError> {
-        match last_event_id.map(str::trim).filter(|id| !id.is_empty()) {
-            Some(after) => Ok(Some(channel.subscribe_after(
-                events,
-                &self.carrier,
-                after,
-            )?)),
-            None => {
-                for event in events {
-                    channel.subscribe(event, &self.carrier)?;
+        channel: &'a Channel<B, R>,
+        events: &'a [&'a str],
+        last_event_id: Option<&'a str>,
+    ) -> impl Future<Output = Result<Option<Resumed>, SseError>> + Send + 'a {
+        // Owned, so that the future does not borrow the body (which is
+        // `Send` but not `Sync`) and can be awaited in any handler.
+        let carrier = self.carrier.clone();
+        async move {
+            match last_event_id.map(str::trim).filter(|id| !id.is_empty()) {
+                Some(after) => Ok(Some(channel.resume(events, &carrier, after).await?)),
+                None => {
+                    for event in events {
+                        channel.subscribe(event, &carrier)?;
+                    }
+                    Ok(None)
                 }
-                Ok(None)
             }
         }
     }
@@ -300,20 +301,23 @@ impl<R: Runtime> FusedStream for SseStream<R> {
 /// channel.kickoff().unwrap();
 ///
 /// // A client whose id is unknown here is told so, then gets live events.
-/// let mut body = sse::stream(&channel, &["tick"], Some("not-from-here"), SseOptions::default()).unwrap();
+/// let mut body = runtime
+///     .run(sse::stream(&channel, &["tick"], Some("not-from-here"), SseOptions::default()))
+///     .unwrap()
+///     .unwrap();
 /// let chunk = runtime.run(body.next()).unwrap().unwrap().unwrap();
 /// assert_eq!(
 ///     &chunk[..],
 ///     b"event: recovery_failed\ndata: {\"type\":\"recovery_failed\",\"position\":\"not-from-here\"}\n\n"
 /// );
 /// ```
-pub fn stream<B: Backend, R: Runtime>(
+pub async fn stream<B: Backend, R: Runtime>(
     channel: &Channel<B, R>,
     events: &[&str],
     last_event_id: Option<&str>,
     options: SseOptions,
 ) -> Result<SseStream<R>, SseError> {
     let body = SseStream::new(channel.runtime(), options)?;
-    body.join(channel, events, last_event_id)?;
+    body.join(channel, events, last_event_id).await?;
     Ok(body)
 }

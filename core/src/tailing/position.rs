@@ -13,8 +13,10 @@ pub enum Admission {
     Deliver,
     /// Delivered already (a reopened cursor read it again): drop it.
     Duplicate,
-    /// In the collection before kickoff, or from a writer whose clock is
-    /// behind by more than the window: not for this consumer.
+    /// In the collection before kickoff (listed then, or the
+    /// [newest present](TailPosition::newest_present)), or from a writer
+    /// whose clock is behind by more than the window: not for this
+    /// consumer.
     BeforeStart,
 }
 
@@ -31,6 +33,13 @@ pub enum Admission {
 /// every document through [`TailPosition::admit`], which drops those
 /// present at kickoff and those already delivered. A document is missed
 /// only if its writer's clock is behind by more than the window.
+///
+/// A tailable cursor whose query matches nothing is dead at once on
+/// MongoDB, so the first cursor must match something: when no document
+/// present is within the window, the consumer gives the newest one
+/// ([`TailPosition::newest_present`]) and [`TailPosition::resume_from`]
+/// starts at it until a document is delivered; it is read, and dropped as
+/// present. Only an empty collection leaves the cursor nothing to match.
 ///
 /// Memory is bounded twice: an id is forgotten once it is older than the
 /// window before the newest delivered (no reopened cursor reads it again),
@@ -61,6 +70,15 @@ pub enum Admission {
 /// assert_eq!(position.admit(id(1_005, 2)), Admission::Duplicate);
 /// assert_eq!(position.admit(id(995, 3)), Admission::Duplicate);
 /// assert_eq!(position.admit(id(1_006, 4)), Admission::Deliver);
+///
+/// // Kicked off on a collection whose newest document is an hour old.
+/// let mut idle = TailPosition::new(5_000, 30, 100);
+/// idle.present_at_kickoff([]); // nothing from t=4970 on
+/// idle.newest_present(id(1_400, 9));
+/// assert_eq!(idle.resume_from(), id(1_400, 9), "the first query matches it");
+/// assert_eq!(idle.admit(id(1_400, 9)), Admission::BeforeStart);
+/// assert_eq!(idle.admit(id(5_001, 1)), Admission::Deliver);
+/// assert_eq!(idle.resume_from(), DocumentId::floor(4_971));
 /// ```
 #[derive(Debug)]
 pub struct TailPosition {
@@ -74,6 +92,9 @@ pub struct TailPosition {
     /// `delivered`, in the order of delivery.
     order: VecDeque<DocumentId>,
     present: HashSet<DocumentId>,
+    /// The newest document present at kickoff, when none was within the
+    /// window: the bound of the cursor until something is delivered.
+    anchor: Option<DocumentId>,
 }
 
 impl TailPosition {
@@ -91,6 +112,7 @@ impl TailPosition {
             delivered: HashSet::new(),
             order: VecDeque::new(),
             present: HashSet::new(),
+            anchor: None,
         }
     }
 
@@ -105,9 +127,29 @@ impl TailPosition {
             .extend(ids.into_iter().filter(|id| id.seconds() < kickoff));
     }
 
+    /// The newest document in the collection at kickoff (the last one
+    /// inserted), given when none is from [`TailPosition::resume_from`] on:
+    /// until a document is delivered, the cursor opens at it, so that its
+    /// query matches at least that one. A document this consumer would
+    /// deliver is never given here: it is admitted as any other.
+    pub fn newest_present(&mut self, id: DocumentId) {
+        self.anchor = Some(id);
+    }
+
     /// The lower bound for (re)opening the cursor: the window before the
-    /// newest id delivered, or before kickoff while none is newer.
+    /// newest id delivered, or before kickoff while none is newer; before
+    /// the first delivery, no later than the
+    /// [newest present](TailPosition::newest_present) document.
     pub fn resume_from(&self) -> DocumentId {
+        let window = self.window_start();
+        match self.anchor {
+            Some(anchor) if self.last.is_none() => window.min(anchor),
+            _ => window,
+        }
+    }
+
+    /// The window before the newest id delivered, or before kickoff.
+    fn window_start(&self) -> DocumentId {
         DocumentId::floor(self.newest.saturating_sub(self.window))
     }
 
@@ -119,11 +161,10 @@ impl TailPosition {
         }
         // Not the moving bound of `resume_from`: a live cursor still
         // delivers what a writer far behind the newest one writes.
-        let start = DocumentId::floor(self.kickoff.saturating_sub(self.window));
-        if self.present.contains(&id) || id < start {
+        if self.present.contains(&id) || id < self.start() {
             return Admission::BeforeStart;
         }
-        let horizon_before = self.resume_from();
+        let horizon_before = self.window_start();
         self.newest = self.newest.max(id.seconds());
         self.last = Some(id);
         self.delivered.insert(id);
@@ -135,7 +176,7 @@ impl TailPosition {
     /// Drops what no reopened cursor can return: ids older than the window
     /// before the newest, and delivered ids beyond `remember`.
     fn forget(&mut self, horizon_before: DocumentId) {
-        let horizon = self.resume_from();
+        let horizon = self.window_start();
         while let Some(oldest) = self.order.front() {
             if *oldest >= horizon && self.order.len() <= self.remember {
                 break;
@@ -159,6 +200,55 @@ impl TailPosition {
     /// kickoff.
     pub fn remembered(&self) -> usize {
         self.delivered.len() + self.present.len()
+    }
+
+    /// Which documents this consumer delivers, as decided at its start
+    /// (once [`present_at_kickoff`](TailPosition::present_at_kickoff) is
+    /// given): for a client resuming from the collection, the documents
+    /// it does not deliver must come from the collection itself.
+    pub fn live_filter(&self) -> LiveFilter {
+        LiveFilter {
+            start: self.start(),
+            present: self.present.clone(),
+        }
+    }
+
+    /// Documents older than this are not for this consumer.
+    fn start(&self) -> DocumentId {
+        DocumentId::floor(self.kickoff.saturating_sub(self.window))
+    }
+}
+
+/// Which documents a tailing consumer delivers: those from its start on
+/// that were not present at kickoff (a snapshot of its [`TailPosition`]
+/// taken after the listing).
+///
+/// ```
+/// use tbone_dispatch::tailing::{DocumentId, TailPosition};
+///
+/// let id = |secs: u32, n: u8| {
+///     let mut bytes = DocumentId::floor(secs).0;
+///     bytes[11] = n;
+///     DocumentId(bytes)
+/// };
+/// let mut position = TailPosition::new(5_000, 30, 100);
+/// position.present_at_kickoff([id(4_990, 1)]);
+/// let live = position.live_filter();
+/// assert!(!live.delivers(id(4_990, 1)), "present at kickoff");
+/// assert!(!live.delivers(id(4_000, 1)), "before the window");
+/// assert!(live.delivers(id(4_990, 2)), "a slow writer after kickoff");
+/// assert!(live.delivers(id(5_001, 1)));
+/// ```
+#[derive(Clone, Debug)]
+pub struct LiveFilter {
+    start: DocumentId,
+    present: HashSet<DocumentId>,
+}
+
+impl LiveFilter {
+    /// Whether the consumer delivers (or delivered) the document `id`.
+    pub fn delivers(&self, id: DocumentId) -> bool {
+        id >= self.start && !self.present.contains(&id)
     }
 }
 
@@ -246,6 +336,45 @@ mod tests {
             "present from 990 on, and 1 delivered"
         );
         assert_eq!(p.admit(id(995, 995)), Admission::BeforeStart);
+    }
+
+    /// Issue 12, defect 4: when every document present was older than the
+    /// window, the first query (`_id >= kickoff - window`) matched nothing,
+    /// and MongoDB ends such a tailable cursor at once: an idle instance
+    /// reopened it about every second, scanning the collection each time.
+    /// The first query now matches the newest document present.
+    #[test]
+    fn the_first_query_matches_the_newest_present_document() {
+        let mut p = TailPosition::new(1_000, 30, 100);
+        p.present_at_kickoff([]);
+        p.newest_present(id(400, 7));
+        let newest = id(400, 7);
+        assert!(
+            p.resume_from() <= newest,
+            "the first query must match the newest present document: from {:?}",
+            p.resume_from()
+        );
+        assert_eq!(
+            p.admit(newest),
+            Admission::BeforeStart,
+            "and not deliver it"
+        );
+        // Reopened before anything was delivered: still from it.
+        assert!(p.resume_from() <= newest);
+        // Once a document is delivered, the window before it (which holds it).
+        assert_eq!(p.admit(id(1_001, 1)), Admission::Deliver);
+        assert_eq!(p.resume_from(), DocumentId::floor(971));
+        assert_eq!(p.admit(newest), Admission::BeforeStart);
+    }
+
+    #[test]
+    fn documents_present_within_the_window_keep_the_window_as_the_bound() {
+        let mut p = TailPosition::new(1_000, 30, 100);
+        p.present_at_kickoff([id(990, 1)]);
+        p.newest_present(id(990, 1));
+        assert_eq!(p.resume_from(), DocumentId::floor(970), "not later");
+        assert_eq!(p.admit(id(990, 1)), Admission::BeforeStart);
+        assert_eq!(p.admit(id(975, 2)), Admission::Deliver, "25 s slow");
     }
 
     #[test]

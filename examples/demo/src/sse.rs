@@ -25,6 +25,7 @@ pub async fn events<B: Backend>(
 ) -> Result<SseResponse, ApiError> {
     let response = sse
         .stream(state.channel(), &EVENTS, SseOptions::default())
+        .await
         .map_err(unavailable)?;
     Ok(response.end_on(state.closing()))
 }

@@ -12,7 +12,7 @@ use tbone_dispatch_tokio::model::{
     send_model_signal, PostDelete, PostSave, POST_DELETE, POST_SAVE,
 };
 use tbone_dispatch_tokio::mongo::mongodb::bson::{self, doc, oid::ObjectId, Document};
-use tbone_dispatch_tokio::mongo::{ModelCollection, MongoError, Record};
+use tbone_dispatch_tokio::mongo::{ModelCollection, MongoError, Record, WriteOutcome};
 use tbone_dispatch_tokio::{PayloadError, Sender};
 
 use crate::entry::{Entry, EntryPatch};
@@ -261,10 +261,19 @@ impl Storage for MongoStorage {
         id: ObjectId,
         patch: EntryPatch,
     ) -> BoxFuture<'_, Result<Option<EntryRecord>, StorageError>> {
-        async move { Ok(self.entries.update(id, set(&patch)).await?) }.boxed()
+        async move {
+            // Written, but not an Entry: the demo's error (its entries always are).
+            let updated = self.entries.update(id, set(&patch)).await?;
+            Ok(updated.map(WriteOutcome::into_record).transpose()?)
+        }
+        .boxed()
     }
 
     fn delete(&self, id: ObjectId) -> BoxFuture<'_, Result<Option<EntryRecord>, StorageError>> {
-        async move { Ok(self.entries.delete(id).await?) }.boxed()
+        async move {
+            let deleted = self.entries.delete(id).await?;
+            Ok(deleted.map(WriteOutcome::into_record).transpose()?)
+        }
+        .boxed()
     }
 }

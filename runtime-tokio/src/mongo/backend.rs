@@ -9,20 +9,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::channel::oneshot;
 use futures::future::{AbortHandle, Abortable};
 use futures::StreamExt;
-use mongodb::bson::{doc, oid::ObjectId, Document};
+use mongodb::bson::{doc, oid::ObjectId, Document, RawDocumentBuf};
 use mongodb::error::ErrorKind;
 use mongodb::options::{CollectionOptions, WriteConcern};
 use mongodb::{Collection, Database};
 use tbone_dispatch::tailing::{Alive, DocumentId, HeldReceipts, TailPosition};
 use tbone_dispatch::{
     queue, Backend, BackendError, Channel, ChannelBuilder, ChannelError, Envelope, Event,
-    EventStream, Runtime, DEFAULT_MAX_PAYLOAD,
+    EventStream, Position, Runtime, Stored, DEFAULT_MAX_PAYLOAD,
 };
-use tokio::sync::OnceCell;
+use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::document::to_document;
+use super::history::{stored_after, LiveDocuments};
 use super::tail::{tail, TailContext};
 use super::{Driver, MongoError};
 
@@ -138,7 +139,10 @@ impl MongoOptions {
     /// MongoDB may end a tailable cursor on an empty collection at once: a
     /// channel's cursor is then reopened at this pace (a `find` on an empty
     /// collection each time) until its first document. On a collection
-    /// holding documents, an idle instance keeps one cursor.
+    /// holding documents, an idle instance keeps one cursor: its first
+    /// query starts no later than the newest document present, so that it
+    /// matches one (a tailable cursor whose query matches nothing is ended
+    /// at once by MongoDB).
     pub fn empty_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.empty_backoff = (min, max.max(min));
         self
@@ -196,6 +200,12 @@ pub struct MongoStats {
     /// were delivered already (documents present at kickoff are not
     /// counted).
     pub duplicates: u64,
+    /// Documents read and dropped as being from before the tail started:
+    /// present in the collection at kickoff, or carrying a time more than
+    /// the [skew window](MongoOptions::skew_window) before it (a writer's
+    /// clock that far behind). Counted each time a cursor reads one: a
+    /// reopened cursor reads the ones within its window again.
+    pub before_start: u64,
     /// Times the consumer found its position overwritten by the capped
     /// collection (documents were lost to it before they could be read).
     pub gaps: u64,
@@ -215,9 +225,21 @@ pub(crate) struct Counters {
     pub(crate) received: AtomicU64,
     pub(crate) skipped: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) before_start: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) reopened: AtomicU64,
     pub(crate) tailing: Arc<AtomicBool>,
+    pub(crate) start: watch::Sender<TailStart>,
+}
+
+/// How far the tailing task got with its start, for
+/// [`MongoBackend::started`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TailStart {
+    /// The documents present at kickoff were listed.
+    pub(crate) listed: bool,
+    /// The tailing task has ended (or was dropped before it ran).
+    pub(crate) ended: bool,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -327,7 +349,10 @@ pub(crate) fn is_code(error: &mongodb::error::Error, code: i32) -> bool {
 ///   of their writers within the [skew window](MongoOptions::skew_window);
 ///   not the ones already in the collection at kickoff (a document whose
 ///   id carries the kickoff's second or later is delivered, as TBone does,
-///   since it may have been written after kickoff).
+///   since it may have been written after kickoff). The tail lists what is
+///   present within a round trip of kickoff; [`MongoBackend::started`]
+///   resolves once it has, and everything written after that is delivered.
+///   The ones not delivered are counted ([`MongoStats::before_start`]).
 /// - The tailing cursor awaits data on the server. When it dies (network
 ///   error, server restart, `CappedPositionLost`, killed cursor) it is
 ///   reopened with backoff and jitter, a skew window before the newest
@@ -352,6 +377,8 @@ pub struct MongoBackend {
     tail: Mutex<Option<JoinHandle<()>>>,
     writer: AbortHandle,
     receipts: Arc<HeldReceipts<DocumentId>>,
+    /// Which documents the tailing delivers (for resuming clients).
+    live: Arc<LiveDocuments>,
 }
 
 impl fmt::Debug for MongoBackend {
@@ -408,6 +435,7 @@ impl MongoBackend {
             tail: Mutex::new(None),
             writer,
             receipts: Arc::default(),
+            live: Arc::default(),
         }
     }
 
@@ -432,9 +460,59 @@ impl MongoBackend {
             received: read(&c.received),
             skipped: read(&c.skipped),
             duplicates: read(&c.duplicates),
+            before_start: read(&c.before_start),
             gaps: read(&c.gaps),
             reopened: read(&c.reopened),
             tailing: c.tailing.load(Ordering::Acquire),
+        }
+    }
+
+    /// Resolves once the tailing task started by
+    /// [`kickoff`](tbone_dispatch::Channel::kickoff) has listed the
+    /// documents present in the collection: every document inserted after
+    /// this resolves is delivered, whatever its writer's clock (within the
+    /// [skew window](MongoOptions::skew_window)).
+    ///
+    /// `kickoff` cannot wait for the server, so the listing runs just
+    /// after it returns (one round trip, or more while the server is
+    /// unreachable): a document written in between by a writer whose clock
+    /// is behind is taken as present, and not delivered. Await this where
+    /// that matters (before answering "ready", or in tests).
+    ///
+    /// Fails with [`MongoError::NotTailing`] if the channel was not kicked
+    /// off, or stopped before its tail started.
+    ///
+    /// ```no_run
+    /// use tbone_dispatch_tokio::{mongo, MongoChannel};
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let db = mongo::connect("mongodb://127.0.0.1:27017", "app").await?;
+    /// let pubsub: MongoChannel = mongo::open("pubsub", &db)?;
+    /// pubsub.kickoff()?;
+    /// pubsub.backend().started().await?; // what is written from here on is delivered
+    /// # Ok(()) }
+    /// ```
+    pub async fn started(&self) -> Result<(), MongoError> {
+        let mut start = self.counters.start.subscribe();
+        let kicked_off = self
+            .tail
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        let not_tailing = || MongoError::NotTailing {
+            collection: self.setup.name.clone(),
+        };
+        if !kicked_off && !start.borrow().listed {
+            return Err(not_tailing());
+        }
+        let listed = start
+            .wait_for(|start| start.listed || start.ended)
+            .await
+            .is_ok_and(|start| start.listed);
+        if listed {
+            Ok(())
+        } else {
+            Err(not_tailing())
         }
     }
 }
@@ -494,6 +572,7 @@ impl Backend for MongoBackend {
             counters: self.counters.clone(),
             receipts: self.receipts.clone(),
             events,
+            live: self.live.clone(),
         };
         let position = TailPosition::new(kickoff, window, remembered_ids(self.options.capacity));
         let alive = Alive::raise(&self.counters.tailing);
@@ -508,6 +587,37 @@ impl Backend for MongoBackend {
             ),
         );
         Ok(stream.boxed())
+    }
+
+    /// The documents after `after` in the capped collection, for a client
+    /// resuming from a position this instance's history does not hold
+    /// (see [`Channel::resume`](tbone_dispatch::Channel::resume)); read on
+    /// the driver's runtime.
+    async fn stored_after(&self, after: &Position) -> Result<Option<Stored>, BackendError> {
+        let collection = self.collection.clone_with_type::<RawDocumentBuf>();
+        let live = self.live.clone();
+        let after = after.clone();
+        let max_payload = self.options.max_payload;
+        let read = self
+            .driver
+            .handle()
+            .spawn(async move { stored_after(&collection, &live, &after, max_payload).await });
+        // A client that leaves while the collection is read stops the read.
+        let mut read = AbortOnDrop(read);
+        match (&mut read.0).await {
+            Ok(Ok(stored)) => Ok(stored),
+            Ok(Err(error)) => Err(BackendError::with_source(
+                format!(
+                    "cannot read what collection {} stores for a resuming client",
+                    self.setup.name
+                ),
+                error,
+            )),
+            Err(error) => Err(BackendError::with_source(
+                "the read of the stored events did not finish: the driver's runtime is shutting down",
+                error,
+            )),
+        }
     }
 
     /// Stops the tailing task and waits until it is gone, so that a
@@ -712,6 +822,15 @@ impl MongoChannelBuilder {
             .backend_settings(settings)
             .max_payload_bytes(options.max_payload)
             .open(runtime, |_| MongoBackend::new(&db, &name, options, driver))
+    }
+}
+
+/// Aborts a driver task when the future awaiting it is dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

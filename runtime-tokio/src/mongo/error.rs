@@ -22,6 +22,13 @@ pub enum MongoError {
         /// The collection.
         collection: String,
     },
+    /// The channel is not tailing its collection: it was not kicked off,
+    /// or it stopped before its tail started.
+    #[error("the channel on collection `{collection}` is not tailing it: call kickoff() first (a stopped channel does not start again)")]
+    NotTailing {
+        /// The channel's collection.
+        collection: String,
+    },
     /// A value could not be converted between JSON and BSON.
     #[error("cannot convert the data: {context}")]
     Data {

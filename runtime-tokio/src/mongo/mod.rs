@@ -27,13 +27,14 @@ mod backend;
 mod document;
 mod driver;
 mod error;
+mod history;
 mod model;
 mod tail;
 
 pub use backend::{builder, open, MongoBackend, MongoChannelBuilder, MongoOptions, MongoStats};
 pub use driver::{connect, Driver};
 pub use error::MongoError;
-pub use model::{ModelCollection, Record};
+pub use model::{ModelCollection, Record, WriteOutcome};
 
 /// The `mongodb` driver this crate was built with.
 pub use mongodb;

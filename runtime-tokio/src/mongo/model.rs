@@ -18,6 +18,10 @@ use tbone_dispatch::Sender;
 
 use super::{Driver, MongoError};
 
+mod outcome;
+
+pub use outcome::WriteOutcome;
+
 /// A stored instance with its id. Serializes (for events and APIs) as the
 /// instance's own fields plus `"_id": "<hex>"`, as TBone's resources do; `T`
 /// must therefore serialize as a map or struct.
@@ -55,8 +59,12 @@ impl<T: Serialize> Serialize for Record<T> {
 ///
 /// Signals are sent robustly after the write succeeded and awaited before
 /// the method returns; a receiver that fails is logged, never reported as a
-/// failed write. Writes need `T: Clone`: the signal shares the instance
-/// while the method also returns it.
+/// failed write. An insert or replace whose instance the event could not
+/// carry is refused before anything is written; an update or delete
+/// learns the document only once written, and reports the write as done
+/// with a [`WriteOutcome`] that says whether its signal was sent. Writes
+/// need `T: Clone`: the signal shares the instance while the method also
+/// returns it.
 ///
 /// # Order of events
 ///
@@ -204,23 +212,47 @@ where
         PostSave::new(Arc::new(record.clone()), created, self.store()).map_err(MongoError::from)
     }
 
-    /// Sends `post_save` for a write that happened. The instance was read
-    /// back from the database, so its data is checked only now: if the
-    /// event cannot carry it, the write is still reported as done, and the
-    /// missing signal is logged.
-    async fn saved_after(&self, record: Record<T>) -> Record<T>
+    /// Sends `post_save` (`created: false`) or `post_delete` for an update
+    /// or deletion that happened, whose document is known only now (read
+    /// back from the database): if it is not a `T`, or the event cannot
+    /// carry it, the write is still reported as done, without a signal,
+    /// and the missing signal is logged.
+    async fn signal_after(&self, id: ObjectId, document: Document, deleted: bool) -> WriteOutcome<T>
     where
         T: Clone,
     {
-        match self.save_args(&record, false) {
-            Ok(args) => {
-                send_model_signal(&POST_SAVE, Sender::of::<T>(), args).await;
+        let action = if deleted { "deleted" } else { "updated" };
+        let record = match Self::from_document(document.clone()) {
+            Ok(record) => record,
+            Err(reason) => {
+                tracing::warn!(%id, %reason, "{action}, but no model signal was sent: the stored document is not an instance of the model");
+                return WriteOutcome::Unreadable {
+                    id,
+                    document,
+                    reason,
+                };
             }
+        };
+        let instance = Arc::new(record.clone());
+        let sent = if deleted {
+            match PostDelete::new(instance, self.store()) {
+                Ok(args) => Ok(send_model_signal(&POST_DELETE, Sender::of::<T>(), args).await),
+                Err(error) => Err(error),
+            }
+        } else {
+            match PostSave::new(instance, false, self.store()) {
+                Ok(args) => Ok(send_model_signal(&POST_SAVE, Sender::of::<T>(), args).await),
+                Err(error) => Err(error),
+            }
+        };
+        match sent {
+            Ok(_) => WriteOutcome::Signalled(record),
             Err(error) => {
-                tracing::warn!(id = %record.id, %error, "written, but post_save was not sent: the instance cannot be event data");
+                let reason = MongoError::from(error);
+                tracing::warn!(%id, %reason, "{action}, but no model signal was sent: the instance cannot be event data");
+                WriteOutcome::Unsignalled { record, reason }
             }
         }
-        record
     }
 
     /// Inserts `value` under a new id, then sends `post_save` with
@@ -274,15 +306,15 @@ where
     /// to the instance with id `id`, then sends `post_save` with
     /// `created: false` and the updated instance. `None` if not found.
     ///
-    /// The updated instance is known only once written: if the event
-    /// cannot carry it, the update is still reported as done and the
-    /// missing signal logged; if the stored document is no longer a `T`,
-    /// the error says that the update was written.
+    /// The updated instance is known only once written, so an update that
+    /// happened is always `Ok`: its [`WriteOutcome`] says whether the
+    /// signal was sent, and why not (the stored document is no longer a
+    /// `T`, or the event cannot carry it: NaN, too large...).
     pub async fn update(
         &self,
         id: ObjectId,
         changes: Document,
-    ) -> Result<Option<Record<T>>, MongoError>
+    ) -> Result<Option<WriteOutcome<T>>, MongoError>
     where
         T: Clone,
     {
@@ -301,22 +333,16 @@ where
         let Some(document) = updated else {
             return Ok(None);
         };
-        let record = Self::from_document(document).map_err(|error| {
-            MongoError::data(
-                format!(
-                    "the update of {id} was written, but the stored document cannot be read back"
-                ),
-                error,
-            )
-        })?;
-        Ok(Some(self.saved_after(record).await))
+        Ok(Some(self.signal_after(id, document, false).await))
     }
 
-    /// Deletes the instance with id `id`, then sends `post_delete` with it.
-    /// Returns the deleted instance, or `None` if there was none. If the
-    /// deleted document cannot be read as a `T` (or carried as event data),
-    /// the deletion still happened: the error (or the log) says so.
-    pub async fn delete(&self, id: ObjectId) -> Result<Option<Record<T>>, MongoError>
+    /// Deletes the instance with id `id`, then sends `post_delete` with it
+    /// as it was. `None` if there was none.
+    ///
+    /// A deletion that happened is always `Ok`: its [`WriteOutcome`] says
+    /// whether the signal was sent, and why not (the deleted document was
+    /// not a `T`, or the event cannot carry it).
+    pub async fn delete(&self, id: ObjectId) -> Result<Option<WriteOutcome<T>>, MongoError>
     where
         T: Clone,
     {
@@ -330,21 +356,7 @@ where
         let Some(document) = deleted else {
             return Ok(None);
         };
-        let record = Self::from_document(document).map_err(|error| {
-            MongoError::data(
-                format!("{id} was deleted, but the deleted document cannot be read"),
-                error,
-            )
-        })?;
-        match PostDelete::new(Arc::new(record.clone()), self.store()) {
-            Ok(args) => {
-                send_model_signal(&POST_DELETE, Sender::of::<T>(), args).await;
-            }
-            Err(error) => {
-                tracing::warn!(%id, %error, "deleted, but post_delete was not sent: the instance cannot be event data");
-            }
-        }
-        Ok(Some(record))
+        Ok(Some(self.signal_after(id, document, true).await))
     }
 
     /// The instance with id `id`.

@@ -9,10 +9,11 @@ use mongodb::bson::{doc, oid::ObjectId, Document, RawDocumentBuf};
 use mongodb::options::CursorType;
 use mongodb::Collection;
 use tbone_dispatch::tailing::{Admission, Backoff, DocumentId, HeldReceipts, TailPosition};
-use tbone_dispatch::{queue, Event, Position};
+use tbone_dispatch::{queue, Event};
 
 use super::backend::{bump, is_code, Counters, MongoOptions, Setup};
 use super::document::{document_id, to_event};
+use super::history::{position_of, LiveDocuments};
 
 pub(crate) struct TailContext {
     pub(crate) collection: Collection<Document>,
@@ -21,6 +22,17 @@ pub(crate) struct TailContext {
     pub(crate) counters: Arc<Counters>,
     pub(crate) receipts: Arc<HeldReceipts<DocumentId>>,
     pub(crate) events: queue::Sender<Event>,
+    /// Set once the documents present at kickoff are listed.
+    pub(crate) live: Arc<LiveDocuments>,
+}
+
+/// The context lives as long as the tailing task's future, run or not: its
+/// end (return, abort, or dropped unpolled with its runtime) is what
+/// `MongoBackend::started` waits for when the tail never got to start.
+impl Drop for TailContext {
+    fn drop(&mut self) {
+        self.counters.start.send_modify(|start| start.ended = true);
+    }
 }
 
 enum End {
@@ -42,7 +54,8 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
         counters,
         receipts,
         events,
-    } = context;
+        live,
+    } = &context;
     // Read raw: `document.rs` converts with a bounded depth, where the
     // driver's deserialization of a `Document` recurses once per level.
     let collection = collection.clone_with_type::<RawDocumentBuf>();
@@ -65,11 +78,12 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
             continue;
         }
         if !started {
-            match present_ids(&collection, position.resume_from()).await {
+            match list_present(&collection, &mut position).await {
                 Ok(present) => {
-                    tracing::debug!(collection = %setup.name, present = present.len(), "documents present at kickoff, not delivered");
-                    position.present_at_kickoff(present);
+                    tracing::debug!(collection = %setup.name, present, "documents present at kickoff, not delivered");
                     started = true;
+                    live.set(Arc::new(position.live_filter()));
+                    counters.start.send_modify(|start| start.listed = true);
                 }
                 Err(error) => {
                     tracing::warn!(collection = %setup.name, %error, "cannot list the documents present at kickoff; retrying");
@@ -126,9 +140,9 @@ pub(crate) async fn tail(context: TailContext, mut position: TailPosition) {
         let end = follow(
             &mut cursor,
             &mut position,
-            &events,
-            &counters,
-            &receipts,
+            events,
+            counters,
+            receipts,
             options.max_payload,
         )
         .await;
@@ -179,16 +193,19 @@ async fn follow(
                 bump(&counters.duplicates);
                 continue;
             }
-            Admission::BeforeStart => continue,
+            Admission::BeforeStart => {
+                bump(&counters.before_start);
+                continue;
+            }
         }
         match to_event(&document, max_payload) {
             Ok(event) => {
                 bump(&counters.received);
                 // The ObjectId is the same on every instance: a client can
                 // resume on any of them.
-                let event = match Position::new(&ObjectId::from_bytes(id.0).to_hex()) {
-                    Ok(position) => event.with_position(position),
-                    Err(_) => event,
+                let event = match position_of(id) {
+                    Some(position) => event.with_position(position),
+                    None => event,
                 };
                 let event = match receipts.release(&id) {
                     Some(receipt) => event.with_receipt(receipt),
@@ -208,14 +225,17 @@ async fn follow(
     End::Exhausted { delivered }
 }
 
-/// The ids in the collection from `from` on: the documents present at
-/// kickoff that a cursor opened at `from` would read, and must not deliver.
-async fn present_ids(
+/// Gives `position` the documents present at kickoff that a cursor opened
+/// at its start would read, and must not deliver; if there are none, the
+/// newest document in the collection, for the first cursor to start at
+/// (see [`TailPosition::newest_present`]). Returns how many were listed.
+async fn list_present(
     collection: &Collection<RawDocumentBuf>,
-    from: DocumentId,
-) -> mongodb::error::Result<Vec<DocumentId>> {
+    position: &mut TailPosition,
+) -> mongodb::error::Result<usize> {
+    let from = ObjectId::from_bytes(position.resume_from().0);
     let mut cursor = collection
-        .find(doc! {"_id": {"$gte": ObjectId::from_bytes(from.0)}})
+        .find(doc! {"_id": {"$gte": from}})
         .projection(doc! {"_id": 1})
         .await?;
     let mut present = Vec::new();
@@ -223,5 +243,20 @@ async fn present_ids(
         // Ids that are not ObjectIds are skipped by the tailing anyway.
         present.extend(document_id(&document?));
     }
-    Ok(present)
+    let listed = present.len();
+    position.present_at_kickoff(present);
+    if listed == 0 {
+        // The last one inserted: a reverse scan of the capped collection
+        // stops at the first ObjectId, with or without an `_id` index.
+        let any_object_id = ObjectId::from_bytes(DocumentId::floor(0).0);
+        let newest = collection
+            .find_one(doc! {"_id": {"$gte": any_object_id}})
+            .sort(doc! {"$natural": -1})
+            .projection(doc! {"_id": 1})
+            .await?;
+        if let Some(newest) = newest.as_deref().and_then(document_id) {
+            position.newest_present(newest);
+        }
+    }
+    Ok(listed)
 }
