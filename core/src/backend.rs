@@ -88,7 +88,8 @@ impl Event {
 
     /// The event with its backend's `position` (a backend that shares
     /// events between instances gives each the same position everywhere,
-    /// so that a client can resume on any of them).
+    /// so that a client can resume on any of them). A backend gives
+    /// positions to all its events or to none.
     pub fn with_position(mut self, position: Position) -> Self {
         self.position = Some(position);
         self

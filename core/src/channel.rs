@@ -494,8 +494,8 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
         carrier: &Carrier<R>,
         after: &str,
     ) -> Result<Resumed, SubscribeError> {
+        // `join_after` checks that `events` may be subscribed.
         let inner = &self.inner;
-        inner.check_subscribable(events)?;
         let position = Position::new(after).ok();
         if let Some(position) = &position {
             if let Some(resumed) = inner.join_from_history(events, carrier, position)? {
@@ -1089,16 +1089,10 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
     fn encode_stored(&self, stored: &Stored, events: &[&str]) -> Vec<Option<Frame>> {
         stored
             .events()
-            .map(|(event, _)| events.contains(&event.key()).then_some(event))
-            .map(|wanted| {
-                let event = wanted?;
-                Some(match event.position() {
-                    Some(position) => {
-                        self.envelope
-                            .encode_event(event.key(), event.data(), position)
-                    }
-                    None => self.envelope.encode(event.key(), event.data()),
-                })
+            .map(|(event, _)| {
+                events
+                    .contains(&event.key())
+                    .then(|| self.encode(event, event.position()))
             })
             .collect()
     }
@@ -1160,21 +1154,27 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
             .fetch_add(run.len() as u64, Ordering::Relaxed);
         run.iter()
             .zip(positions)
-            .map(|(event, position)| match position {
-                Some(position) => self
-                    .envelope
-                    .encode_event(event.key(), event.data(), position),
-                None => self.envelope.encode(event.key(), event.data()),
-            })
+            .map(|(event, position)| self.encode(event, position.as_ref()))
             .collect()
+    }
+
+    /// One event's frame: with its position when it has one.
+    fn encode(&self, event: &Event, position: Option<&Position>) -> Frame {
+        match position {
+            Some(position) => self
+                .envelope
+                .encode_event(event.key(), event.data(), position),
+            None => self.envelope.encode(event.key(), event.data()),
+        }
     }
 
     /// Remembers the run's last backend position as the last delivered
     /// (for [`Channel::resume`]); called under the subscriptions lock, in
     /// the same step as taking the run's subscribers. Channels that number
-    /// their own events have none and skip the lock.
+    /// their own events have none and skip the lock. (A backend gives
+    /// positions to all its events or to none, so the last one tells.)
     fn note_delivered(&self, run: &[Event]) {
-        if let Some(position) = run.iter().rev().find_map(Event::position) {
+        if let Some(position) = run.last().and_then(Event::position) {
             *lock(&self.last_delivered) = Some(position.clone());
         }
     }

@@ -30,7 +30,7 @@ pub(crate) async fn stored_after<R: Connect>(
         return Ok(None);
     };
     // As the tail writes it (a client may send `0012-3` for `12-3`).
-    let Ok(canonical) = Position::new(&after.to_string()) else {
+    let Some(canonical) = after.position() else {
         return Ok(None);
     };
     let limit = shared.options.command_timeout;
@@ -66,7 +66,7 @@ pub(crate) async fn stored_after<R: Connect>(
         let Ok(read) = entry(item, shared.options.max_payload) else {
             continue;
         };
-        let (Ok(event), Ok(position)) = (read.event, Position::new(&read.id.to_string())) else {
+        let (Ok(event), Some(position)) = (read.event, read.id.position()) else {
             continue;
         };
         stored.push(event.with_position(position), read.id > live_from);

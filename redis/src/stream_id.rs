@@ -29,6 +29,12 @@ impl StreamId {
         StreamId { ms, seq }
     }
 
+    /// The entry's position, as its events carry it (`ms-seq`, the same on
+    /// every instance).
+    pub(crate) fn position(self) -> Option<tbone_dispatch::Position> {
+        tbone_dispatch::Position::new(&self.to_string()).ok()
+    }
+
     /// The milliseconds part (the server's clock when the entry was added).
     pub fn ms(&self) -> u64 {
         self.ms

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::Value;
 use tbone_dispatch::tailing::Backoff;
-use tbone_dispatch::{queue, Event, Position};
+use tbone_dispatch::{queue, Event};
 
 use crate::backend::{bump, Shared};
 use crate::connection::{within, Connection};
@@ -136,9 +136,9 @@ pub(crate) async fn tail<R: Connect>(
                     bump(&shared.counters.received);
                     // The entry's id is the event's place in the stream, the
                     // same on every instance.
-                    let event = match Position::new(&entry.id.to_string()) {
-                        Ok(position) => event.with_position(position),
-                        Err(_) => event,
+                    let event = match entry.id.position() {
+                        Some(position) => event.with_position(position),
+                        None => event,
                     };
                     let event = match shared.receipts.release(&entry.id) {
                         Some(receipt) => event.with_receipt(receipt),
