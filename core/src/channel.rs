@@ -17,7 +17,7 @@ use crate::carrier::{Carrier, CarrierId, Membership, Offer};
 use crate::envelope::{Envelope, TBoneEnvelope};
 use crate::error::{ChannelError, PublishError, SubscribeError};
 use crate::frame::Frame;
-use crate::history::{History, HistoryLimits};
+use crate::history::{History, HistoryLimits, Recorded};
 use crate::memory::MemoryBackend;
 use crate::observe::ChannelMetrics;
 use crate::payload::{Payload, DEFAULT_MAX_PAYLOAD};
@@ -210,7 +210,11 @@ pub struct ChannelStats {
     pub published: u64,
     /// Events the consumer received from the backend.
     pub received: u64,
-    /// Frames the envelope encoded (at most one per received event).
+    /// Frames the envelope encoded: at most one per received event (none
+    /// for an event without local subscribers), plus one per event the
+    /// history replays to resuming clients (the first replay encodes it,
+    /// later ones reuse its frame while the byte limit leaves room), plus
+    /// one per event read from the backend's store for a resuming client.
     pub encoded: u64,
     /// Frames put into carrier queues.
     pub queued: u64,
@@ -249,7 +253,8 @@ pub struct ChannelStats {
 pub struct HistoryStats {
     /// Events kept.
     pub events: usize,
-    /// Bytes of frames kept.
+    /// Bytes kept: event data, and frames kept for replays (see
+    /// [`HistoryLimits::bytes`]).
     pub bytes: usize,
     /// The limits it keeps to.
     pub limits: HistoryLimits,
@@ -569,9 +574,15 @@ impl<B: Backend, R: Runtime> Channel<B, R> {
                 Ok(Some(stored)) => {
                     let frames = inner.encode_stored(&stored, events);
                     let joined = inner.join_after(events, carrier, |history, last, now| {
-                        missed_from_store(&stored, &frames, last, history, now, |key| {
-                            events.contains(&key)
-                        })
+                        missed_from_store(
+                            &stored,
+                            &frames,
+                            last,
+                            history,
+                            now,
+                            |key| events.contains(&key),
+                            |recorded| inner.encode_recorded(recorded),
+                        )
                     })?;
                     if let Some(resumed) = joined {
                         return Ok(resumed);
@@ -1058,14 +1069,21 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         position: &Position,
     ) -> Result<Option<Resumed>, SubscribeError> {
         self.join_after(events, carrier, |history, _, now| {
-            let missed = history.after(position, now)?;
-            Some(
-                missed
-                    .filter(|recorded| events.contains(&&*recorded.key))
-                    .map(|recorded| recorded.frame.clone())
-                    .collect(),
+            history.replay(
+                position,
+                now,
+                |key| events.contains(&key),
+                |recorded| self.encode_recorded(recorded),
             )
         })
+    }
+
+    /// The frame of an event of the history, encoded again as it was
+    /// delivered.
+    fn encode_recorded(&self, recorded: &Recorded<'_>) -> Frame {
+        self.stats.encoded.fetch_add(1, Ordering::Relaxed);
+        self.envelope
+            .encode_event(recorded.key(), &recorded.data(), recorded.position())
     }
 
     /// Subscribes `carrier` to `events` after the envelope's
@@ -1087,14 +1105,17 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
     /// The frames of the stored events a client wants (`None` for the
     /// others), as the live clients received them.
     fn encode_stored(&self, stored: &Stored, events: &[&str]) -> Vec<Option<Frame>> {
-        stored
+        let frames: Vec<Option<Frame>> = stored
             .events()
             .map(|(event, _)| {
                 events
                     .contains(&event.key())
                     .then(|| self.encode(event, event.position()))
             })
-            .collect()
+            .collect();
+        let encoded = frames.iter().flatten().count() as u64;
+        self.stats.encoded.fetch_add(encoded, Ordering::Relaxed);
+        frames
     }
 
     /// Whether `events` may be subscribed to here: names within the limit,
@@ -1202,31 +1223,33 @@ impl<B: Backend, R: Runtime> Inner<B, R> {
         stats.received.fetch_add(events, Ordering::Relaxed);
         self.metrics.received(run);
         let receipts = run.iter().any(|event| event.receipt().is_some());
-        let (targets, frames) = if self.sequence.is_some() {
-            // Every event enters the history, subscribers or not: encode
-            // first, then record and take the subscribers in one step.
-            let positions = self.positions(run);
-            let frames = self.encode_run(run, &positions);
-            let now = self.runtime.now();
-            let table = lock(&self.subscriptions);
+        // A channel that keeps a history numbers its events (or takes its
+        // backend's positions) and records each, subscribers or not, in the
+        // same step as taking the run's subscribers.
+        let positions = self
+            .sequence
+            .is_some()
+            .then(|| (self.positions(run), self.runtime.now()));
+        let table = lock(&self.subscriptions);
+        if let Some((positions, now)) = &positions {
             let recorded = positions
-                .into_iter()
-                .zip(&frames)
-                .filter_map(|(position, frame)| Some((position?, frame.clone())));
-            lock(&self.history).record_run(&first.shared_key(), recorded, now);
-            self.note_delivered(run);
-            (table.subscribers(first.key()), frames)
+                .iter()
+                .zip(run)
+                .filter_map(|(position, event)| Some((position.as_ref()?, event.data())));
+            lock(&self.history).record_run(&first.shared_key(), recorded, *now);
+        }
+        self.note_delivered(run);
+        let targets = table.subscribers(first.key());
+        drop(table);
+        // Encoded only for subscribers: a replay encodes from the history.
+        let frames = if targets.is_empty() {
+            Vec::new()
         } else {
-            let table = lock(&self.subscriptions);
-            self.note_delivered(run);
-            let targets = table.subscribers(first.key());
-            drop(table);
-            if targets.is_empty() {
-                (targets, Vec::new())
-            } else {
-                let positions: Vec<_> = run.iter().map(|event| event.position().cloned()).collect();
-                (targets, self.encode_run(run, &positions))
-            }
+            let positions = match positions {
+                Some((positions, _)) => positions,
+                None => run.iter().map(|event| event.position().cloned()).collect(),
+            };
+            self.encode_run(run, &positions)
         };
         if targets.is_empty() {
             stats.unrouted.fetch_add(events, Ordering::Relaxed);

@@ -1,6 +1,5 @@
 //! Encoded frames: the bytes a carrier writes, shared by every carrier.
 
-use std::cell::RefCell;
 use std::fmt;
 
 use bytes::{Buf, Bytes};
@@ -93,10 +92,14 @@ impl Frame {
     /// The frame of the event at `position`, whose text `write` appends
     /// to the buffer it is given, right behind the position: what
     /// [`with_position`](Frame::with_position) makes from a frame already
-    /// written. `capacity` is the text's expected length: up to
-    /// [`LARGEST_INLINE`] with the position, the frame is written in a
-    /// scratch buffer and copied once into one allocation beside its
-    /// reference count; longer, into its own buffer.
+    /// written. `capacity` is the text's expected length.
+    ///
+    /// Written straight into its own buffer, as a frame without a position
+    /// is. (Copying it from a scratch buffer into one allocation beside
+    /// its reference count saved the allocation its first share takes, but
+    /// publishing to one client took about 6% longer: five alternating
+    /// runs of the `resume` benchmark, 1.13x against 1.06x of history off
+    /// on average.)
     pub(crate) fn at(
         position: &Position,
         capacity: usize,
@@ -109,34 +112,8 @@ impl Frame {
             write(&mut buffer);
             return Frame::from(buffer);
         };
-        let bytes = if token.len() + capacity <= LARGEST_INLINE {
-            // Written in this thread's scratch buffer, then copied once
-            // into a buffer that holds its own reference count.
-            SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-                Ok(mut buffer) => {
-                    buffer.clear();
-                    buffer.push_str(token);
-                    // `write` only appends (it is the crate's own envelopes):
-                    // `as_str` relies on the token staying in front.
-                    write(&mut buffer);
-                    debug_assert!(
-                        buffer.starts_with(token),
-                        "a frame's writer replaced its position"
-                    );
-                    let bytes = shared_copy(&[buffer.as_bytes()]);
-                    if buffer.capacity() > LARGEST_INLINE * 4 {
-                        // Not kept: an event name with many escapes.
-                        *buffer = String::new();
-                    }
-                    bytes
-                }
-                Err(_) => written(token, capacity, write),
-            })
-        } else {
-            written(token, capacity, write)
-        };
         Frame {
-            bytes,
+            bytes: written(token, capacity, write),
             text,
             kind: Kind::Event,
         }
@@ -219,8 +196,8 @@ impl Frame {
 }
 
 /// The bytes of `token` then what `write` appends, in one buffer of their
-/// own (a large frame's: copying it again would cost more than the
-/// reference count's allocation).
+/// own. `write` only appends (it is the crate's own envelopes): `as_str`
+/// relies on the token staying in front.
 fn written(token: &str, capacity: usize, write: impl FnOnce(&mut String)) -> Bytes {
     let mut buffer = String::with_capacity(token.len() + capacity);
     buffer.push_str(token);
@@ -235,16 +212,10 @@ fn written(token: &str, capacity: usize, write: impl FnOnce(&mut String)) -> Byt
 /// Largest frame whose bytes and reference count share one allocation.
 const LARGEST_INLINE: usize = 1024;
 
-thread_local! {
-    /// Where [`Frame::at`] writes a frame before copying it to its own
-    /// buffer: reused, so writing allocates nothing.
-    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
 /// Up to `N` bytes beside the reference count `Bytes::from_owner` keeps:
-/// one allocation per frame. (A `Vec`'s bytes get their count in a second
-/// allocation the first time they are shared, as every frame a channel
-/// records in its history is: a malloc and a free more per event.)
+/// one allocation for a frame copied with its position
+/// ([`Frame::with_position`]). (A `Vec`'s bytes get their count in a
+/// second allocation the first time they are shared.)
 struct Inline<const N: usize> {
     len: usize,
     bytes: [u8; N],

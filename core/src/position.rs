@@ -163,6 +163,41 @@ impl Epoch {
     }
 }
 
+impl Position {
+    /// The position numbered `n` of the numbering `epoch`: the text a
+    /// [`Sequence`] of that epoch minted as its `n`th, with its number (a
+    /// history keeps no position for its channel's own events: it makes
+    /// them again from their number when it replays them).
+    pub(crate) fn numbered_at(epoch: Epoch, n: u64) -> Position {
+        let head = epoch.0.to_le_bytes();
+        // An epoch's text has no NUL (see `Epoch`).
+        let dash = head.iter().position(|byte| *byte == 0).unwrap_or(16);
+        let mut bytes = [0; NUMBERED];
+        bytes[..dash].copy_from_slice(&head[..dash]);
+        bytes[dash] = b'-';
+        let mut digits = [0; 20];
+        let mut at = digits.len();
+        let mut rest = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        let number = &digits[at..];
+        bytes[dash + 1..dash + 1 + number.len()].copy_from_slice(number);
+        Position(Repr::Numbered {
+            // At most 16 + 1 + 20 = NUMBERED.
+            len: (dash + 1 + number.len()) as u8,
+            dash: dash as u8,
+            bytes,
+            n,
+        })
+    }
+}
+
 /// The epoch and number of a text of the form `<epoch>-<decimal number>`
 /// (what a [`Sequence`] mints), the number without leading zeros or sign;
 /// `None` for any other text.
@@ -329,6 +364,20 @@ impl Sequence {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_numbered_position_is_made_again_from_its_epoch_and_number() {
+        let mut sequence = Sequence::new();
+        let mut minted: Vec<Position> = (0..12).map(|_| sequence.next()).collect();
+        sequence.skip_to(u64::MAX - 1);
+        minted.push(sequence.next());
+        for position in minted {
+            let (epoch, n) = position.numbered().unwrap();
+            let again = Position::numbered_at(epoch, n);
+            assert_eq!(again.as_str(), position.as_str());
+            assert_eq!(again.numbered(), Some((epoch, n)));
+        }
+    }
 
     #[test]
     fn sequences_never_share_positions() {

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::{Event, Frame, History, Position};
+use crate::{Event, Frame, History, Position, Recorded};
 
 /// Most events a backend replays from its store to one resuming client
 /// ([`Backend::stored_after`](crate::Backend::stored_after)): a position
@@ -102,7 +102,8 @@ pub(crate) fn missed_from_store(
     last: Option<&Position>,
     history: &mut History,
     now: Instant,
-    wanted: impl Fn(&str) -> bool,
+    wants: impl Fn(&str) -> bool,
+    encode: impl FnMut(&Recorded<'_>) -> Frame,
 ) -> Option<Vec<Frame>> {
     let after = &stored.after;
     // How many of the stored events the live stream has already delivered
@@ -131,11 +132,7 @@ pub(crate) fn missed_from_store(
                     .find(|(_, live)| *live)
                     .and_then(|(event, _)| event.position())
                     .unwrap_or(after);
-                let beyond = history
-                    .after(anchor, now)?
-                    .filter(|recorded| wanted(&recorded.key))
-                    .map(|recorded| recorded.frame.clone())
-                    .collect();
+                let beyond = history.replay(anchor, now, wants, encode)?;
                 (
                     stored.events.iter().filter(|(_, live)| *live).count(),
                     beyond,
@@ -206,7 +203,7 @@ mod tests {
     fn history(delivered: std::ops::RangeInclusive<u32>, now: Instant) -> History {
         let mut history = History::new(HistoryLimits::default());
         for n in delivered {
-            history.record(position(n), "e".into(), Frame::from(format!("{n}")), now);
+            history.record(position(n), "e".into(), &Payload::encode(&n).unwrap(), now);
         }
         history
     }
@@ -228,6 +225,7 @@ mod tests {
             history,
             now,
             |_| true,
+            |recorded| Frame::from(recorded.data().as_str().to_string()),
         ))
     }
 
@@ -293,7 +291,15 @@ mod tests {
             frames.push((key == "a").then(|| Frame::from(format!("{n}"))));
         }
         let mut off = History::new(HistoryLimits::off());
-        let missed = missed_from_store(&stored, &frames, None, &mut off, now, |key| key == "a");
+        let missed = missed_from_store(
+            &stored,
+            &frames,
+            None,
+            &mut off,
+            now,
+            |key| key == "a",
+            |recorded| Frame::from(recorded.data().as_str().to_string()),
+        );
         assert_eq!(texts(missed).unwrap(), ["2", "4"]);
     }
 

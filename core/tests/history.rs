@@ -2,8 +2,10 @@
 //! for random interleavings of records, limits and resume points, `after`
 //! returns exactly the events recorded after the position, or `None` when
 //! the position was evicted (or never recorded); and the count and byte
-//! bounds hold after every step; and a channel that numbers its own
-//! events finds exactly its own positions.
+//! bounds hold after every step; `replay` gives what `after` reads,
+//! encoding each event once and keeping within the bounds with the frames
+//! it keeps; and a channel that numbers its own events finds exactly its
+//! own positions.
 //!
 //! Checked against a model that states the rule instead of carrying it
 //! out: what a history holds is the longest suffix of what it accepted
@@ -21,13 +23,13 @@ use proptest::prelude::*;
 use tbone_dispatch::testing::ManualRuntime;
 use tbone_dispatch::{
     Carrier, CarrierConfig, Channel, ChannelBuilder, Frame, History, HistoryLimits, MemoryBackend,
-    Position, PositionedEnvelope, Resumed,
+    Payload, Position, PositionedEnvelope, Resumed,
 };
 
 #[derive(Clone, Debug)]
 enum Step {
-    /// Record position `id` (repeats and evicted ids come back), with a
-    /// frame of `pad` extra bytes, `dt` ms after the previous step.
+    /// Record position `id` (repeats and evicted ids come back), with
+    /// data of `pad` extra bytes, `dt` ms after the previous step.
     Record { id: u8, key: bool, pad: u8, dt: u16 },
     /// Resume after position `id` (some never recorded), `dt` ms later.
     After { id: u8, dt: u16 },
@@ -55,7 +57,7 @@ fn limits() -> impl Strategy<Value = HistoryLimits> {
 struct Entry {
     position: Position,
     key: Arc<str>,
-    frame: Frame,
+    data: Payload,
     at: Duration,
 }
 
@@ -75,12 +77,12 @@ impl Model {
             let candidate = &self.accepted[start - 1];
             let count = self.accepted.len() - start + 1;
             let fits = count <= self.limits.events
-                && bytes + candidate.frame.len() <= self.limits.bytes
+                && bytes + candidate.data.len() <= self.limits.bytes
                 && now.saturating_sub(candidate.at) <= self.limits.age;
             if !fits {
                 break;
             }
-            bytes += candidate.frame.len();
+            bytes += candidate.data.len();
             start -= 1;
         }
         &self.accepted[start..]
@@ -126,18 +128,18 @@ proptest! {
                     serial += 1;
                     let position = position(id);
                     let key: Arc<str> = if key { "a".into() } else { "b".into() };
-                    // Distinct frames, so a replay of the wrong one shows.
-                    let frame = Frame::from(format!("{serial}:{}", "x".repeat(usize::from(pad))));
+                    // Distinct data, so a replay of the wrong one shows.
+                    let data = Payload::from_json(&format!("\"{serial}:{}\"", "x".repeat(usize::from(pad)))).unwrap();
                     if limits.is_on() && !model.holds(&position) {
                         model.accepted.push(Entry {
                             position: position.clone(),
                             key: key.clone(),
-                            frame: frame.clone(),
+                            data: data.clone(),
                             at: now,
                         });
                         model.trimmed_at = now;
                     }
-                    history.record(position, key, frame, start + now);
+                    history.record(position, key, &data, start + now);
                 }
                 Step::After { id, dt } => {
                     now += Duration::from_millis(u64::from(dt));
@@ -150,14 +152,14 @@ proptest! {
                         .map(|i| {
                             held[i + 1..]
                                 .iter()
-                                .map(|e| (e.position.to_string(), e.key.to_string(), e.frame.as_str().to_string()))
+                                .map(|e| (e.position.to_string(), e.key.to_string(), e.data.as_str().to_string()))
                                 .collect()
                         });
                     let got: Option<Vec<(String, String, String)>> = history
                         .after(&position, start + now)
                         .map(|events| {
                             events
-                                .map(|r| (r.position.to_string(), r.key.to_string(), r.frame.as_str().to_string()))
+                                .map(|r| (r.position().to_string(), r.key().to_string(), r.data().as_str().to_string()))
                                 .collect()
                         });
                     prop_assert_eq!(&got, &expected, "after {} at {:?}", position, now);
@@ -176,8 +178,8 @@ proptest! {
             prop_assert!(history.len() <= limits.events, "{} events, limit {}", history.len(), limits.events);
             prop_assert!(history.bytes() <= limits.bytes, "{} bytes, limit {}", history.bytes(), limits.bytes);
             prop_assert_eq!(history.len(), held.len());
-            prop_assert_eq!(history.bytes(), held.iter().map(|e| e.frame.len()).sum::<usize>());
-            prop_assert_eq!(history.last(), held.last().map(|e| &e.position));
+            prop_assert_eq!(history.bytes(), held.iter().map(|e| e.data.len()).sum::<usize>());
+            prop_assert_eq!(history.last(), held.last().map(|e| e.position.clone()));
             prop_assert_eq!(history.is_empty(), held.is_empty());
         }
     }
@@ -192,12 +194,75 @@ proptest! {
         let now = Instant::now();
         let mut history = History::new(limits);
         for (n, size) in sizes.iter().enumerate() {
-            let frame = Frame::from("y".repeat(*size));
-            history.record(Position::new(&format!("q{n}")).unwrap(), "e".into(), frame, now);
+            let data = Payload::from_json(&format!("\"{}\"", "y".repeat(*size))).unwrap();
+            history.record(Position::new(&format!("q{n}")).unwrap(), "e".into(), &data, now);
             prop_assert!(history.len() <= limits.events);
             prop_assert!(history.bytes() <= limits.bytes);
             if !limits.is_on() {
                 prop_assert!(history.is_empty());
+            }
+        }
+    }
+
+    /// `replay` gives what `after` reads, for the names wanted; the frames
+    /// it keeps never take the history past its byte limit nor push out
+    /// an event (a replay keeps every event, and a record keeps what it
+    /// would with no frame kept); and with room for them, each event is
+    /// encoded once (later replays reuse the frame kept).
+    #[test]
+    fn replay_is_after_encoded_once_within_the_bounds(
+        limits in limits(),
+        roomy in any::<bool>(),
+        steps in proptest::collection::vec(step(), 1..120),
+        wants_a in any::<bool>(),
+    ) {
+        let limits = if roomy { limits.bytes(1 << 20) } else { limits };
+        // The same records with no replay: what the history keeps.
+        let mut plain = History::new(limits);
+        let start = Instant::now();
+        let mut history = History::new(limits);
+        let mut now = Duration::ZERO;
+        let mut encoded: Vec<String> = Vec::new();
+        let mut serial = 0u32;
+        for step in steps {
+            match step {
+                Step::Record { id, key, pad, dt } => {
+                    now += Duration::from_millis(u64::from(dt));
+                    let key: Arc<str> = if key { "a".into() } else { "b".into() };
+                    serial += 1;
+                    let data = Payload::from_json(&format!("\"{serial}:{}\"", "x".repeat(usize::from(pad)))).unwrap();
+                    history.record(position(id), key.clone(), &data, start + now);
+                    plain.record(position(id), key, &data, start + now);
+                }
+                Step::After { id, dt } => {
+                    now += Duration::from_millis(u64::from(dt));
+                    plain.after(&position(id), start + now);
+                    let wants = |key: &str| (key == "a") == wants_a;
+                    let frame_of = |key: &str, position: &str, data: &str| format!("{key}|{position}|{data}");
+                    let expected: Option<Vec<String>> = history.after(&position(id), start + now).map(|events| {
+                        events
+                            .filter(|r| wants(r.key()))
+                            .map(|r| frame_of(r.key(), r.position().as_str(), r.data().as_str()))
+                            .collect()
+                    });
+                    let got = history.replay(&position(id), start + now, wants, |r| {
+                        let frame = frame_of(r.key(), r.position().as_str(), r.data().as_str());
+                        encoded.push(frame.clone());
+                        Frame::from(frame)
+                    });
+                    let got: Option<Vec<String>> = got.map(|frames| frames.iter().map(|f| f.as_str().to_string()).collect());
+                    prop_assert_eq!(&got, &expected);
+                }
+            }
+            prop_assert!(history.len() <= limits.events);
+            prop_assert!(history.bytes() <= limits.bytes, "{} bytes, limit {}", history.bytes(), limits.bytes);
+            prop_assert_eq!(history.len(), plain.len(), "frames kept pushed out events");
+        }
+        if roomy {
+            // Each event (its data is unique) encoded at most once.
+            let mut seen = std::collections::HashSet::new();
+            for frame in &encoded {
+                prop_assert!(seen.insert(frame), "{} encoded twice", frame);
             }
         }
     }
@@ -314,4 +379,25 @@ fn a_channel_numbering_its_events_finds_its_own_positions_and_no_other() {
         b.resume(&theirs[6]),
         (Resumed::Replayed { events: 1 }, theirs[7..].to_vec())
     );
+}
+
+/// A replay encodes each event once: the first client to resume is sent
+/// frames encoded from the history, the next the same frames, kept; the
+/// channel's `encoded` counter says so.
+#[test]
+fn a_replay_encodes_each_event_once_and_the_next_reuses_it() {
+    let runtime = ManualRuntime::new();
+    let channel = Numbered::open(&runtime, "history-replay-encodes-once");
+    let positions = channel.publish(5);
+    assert_eq!(channel.channel.stats().encoded, 5, "one frame per event");
+    for client in ["first", "second"] {
+        let (resumed, received) = channel.resume(&positions[1]);
+        assert_eq!(resumed, Resumed::Replayed { events: 3 }, "{client}");
+        assert_eq!(received, positions[2..], "{client}");
+        assert_eq!(
+            channel.channel.stats().encoded,
+            5 + 3,
+            "{client}: the three replayed encoded once"
+        );
+    }
 }

@@ -6,16 +6,21 @@
 //!   with no history (the baseline), with the default history (1 000
 //!   events) and TBone's frame, and with the default history and
 //!   `PositionedEnvelope` (what a resuming deployment runs);
-//! - `replay_10000/{live,replay}`: one client receiving 10 000 events,
-//!   published while it is subscribed (the baseline) or replayed from the
-//!   history by `subscribe_after`;
+//! - `replay_10000/{live,replay,replay_first}`: one client receiving
+//!   10 000 events, published while it is subscribed (the baseline), or
+//!   replayed from the history by `subscribe_after` (`replay`: again and
+//!   again from one history, whose frames the first replay kept;
+//!   `replay_first`: each time from a new history, encoding every frame);
 //! - `resume_1000_clients/{fanout,resume}`: 1 000 clients each receiving
 //!   100 events, fanned out live to all of them (the baseline) or replayed
 //!   to each by 1 000 `subscribe_after` calls at once.
 //!
 //! - `publish_history_interleaved`: the first group again with its
-//!   variants interleaved round by round, for the ratio (printed first;
-//!   `publish_history_interleaved/1` for one client only);
+//!   variants interleaved round by round, for the ratio (printed first,
+//!   with the quartiles of the rounds' ratios, and the ratio of a second
+//!   history-off channel to the first, which shows how far two identical
+//!   channels differ in the run; `publish_history_interleaved/1` for one
+//!   client only);
 //! - `publish_history_alone/VARIANT/N` (only when named): 1 000 batches of
 //!   one variant alone, for a profiler (`valgrind --tool=callgrind`).
 //!
@@ -238,6 +243,44 @@ fn publish_history(c: &mut Criterion) {
 
 const MISSED: usize = 10_000;
 
+/// Publishes a first event to `channel`, whose position a client keeps,
+/// then the `missed` events it misses; returns that position.
+async fn missed_since(tokio: &Tokio, channel: &Memory, missed: usize) -> String {
+    let (frames, mut client) = futures::channel::mpsc::unbounded::<Frame>();
+    let seen = Carrier::new(tokio, frames, CarrierConfig::default()).expect("carrier");
+    channel.subscribe("e", &seen).expect("subscribe");
+    channel.publish("e", &0).await.expect("publish");
+    let frame = futures::StreamExt::next(&mut client).await.expect("frame");
+    seen.close();
+    for i in 1..=missed {
+        channel.publish("e", &i).await.expect("publish");
+    }
+    channel.flush().await;
+    let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
+    value["position"].as_str().expect("a position").to_string()
+}
+
+/// How long a new client resuming from `position` takes to be written
+/// the `MISSED` events after it.
+async fn timed_replay(
+    tokio: &Tokio,
+    channel: &Memory,
+    expected: &Expected,
+    position: &str,
+) -> Duration {
+    let client = carrier(tokio, expected);
+    let start = Instant::now();
+    let done = expected.arm(MISSED);
+    let replayed = channel
+        .subscribe_after(&["e"], &client, position)
+        .expect("subscribe_after");
+    assert_eq!(replayed, Resumed::Replayed { events: MISSED });
+    done.await.expect("every frame");
+    let elapsed = start.elapsed();
+    client.close();
+    elapsed
+}
+
 fn replay_10000(c: &mut Criterion) {
     let rt = runtime();
     let tokio = Tokio::with_handle(rt.handle().clone());
@@ -245,22 +288,7 @@ fn replay_10000(c: &mut Criterion) {
     let history = HistoryLimits::default().events(MISSED + 1).bytes(64 << 20);
     let live = channel(&tokio, "bench-replay-live", history, PositionedEnvelope);
     let resumed = channel(&tokio, "bench-replay", history, PositionedEnvelope);
-    // The history: a first event, whose position the client kept, then
-    // the 10 000 it missed.
-    let position = rt.block_on(async {
-        let (frames, mut client) = futures::channel::mpsc::unbounded::<Frame>();
-        let seen = Carrier::new(&tokio, frames, CarrierConfig::default()).expect("carrier");
-        resumed.subscribe("e", &seen).expect("subscribe");
-        resumed.publish("e", &0).await.expect("publish");
-        let frame = futures::StreamExt::next(&mut client).await.expect("frame");
-        seen.close();
-        for i in 1..=MISSED {
-            resumed.publish("e", &i).await.expect("publish");
-        }
-        resumed.flush().await;
-        let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
-        value["position"].as_str().expect("a position").to_string()
-    });
+    let position = rt.block_on(missed_since(&tokio, &resumed, MISSED));
     assert_eq!(resumed.history_stats().events, MISSED + 1);
 
     let mut group = c.benchmark_group("replay_10000");
@@ -300,16 +328,27 @@ fn replay_10000(c: &mut Criterion) {
             async move {
                 let mut elapsed = Duration::ZERO;
                 for _ in 0..iters {
-                    let client = carrier(&tokio, &expected);
-                    let start = Instant::now();
-                    let done = expected.arm(MISSED);
-                    let replayed = resumed
-                        .subscribe_after(&["e"], &client, &position)
-                        .expect("subscribe_after");
-                    assert_eq!(replayed, Resumed::Replayed { events: MISSED });
-                    done.await.expect("every frame");
-                    elapsed += start.elapsed();
-                    client.close();
+                    elapsed += timed_replay(&tokio, &resumed, &expected, &position).await;
+                }
+                elapsed
+            }
+        })
+    });
+    // The first replay of a history encodes its frames (later ones reuse
+    // them): each iteration replays a history of its own, built untimed.
+    let fresh = std::sync::atomic::AtomicUsize::new(0);
+    group.bench_function("replay_first", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (expected, tokio, fresh) = (expected.clone(), tokio.clone(), &fresh);
+            async move {
+                let mut elapsed = Duration::ZERO;
+                for _ in 0..iters {
+                    let n = fresh.fetch_add(1, Ordering::Relaxed);
+                    let name = format!("bench-replay-first-{n}");
+                    let channel = channel(&tokio, &name, history, PositionedEnvelope);
+                    let position = missed_since(&tokio, &channel, MISSED).await;
+                    elapsed += timed_replay(&tokio, &channel, &expected, &position).await;
+                    channel.stop().await;
                 }
                 elapsed
             }
@@ -336,20 +375,7 @@ fn resume_1000_clients(c: &mut Criterion) {
         HistoryLimits::default(),
         PositionedEnvelope,
     );
-    let position = rt.block_on(async {
-        let (frames, mut client) = futures::channel::mpsc::unbounded::<Frame>();
-        let seen = Carrier::new(&tokio, frames, CarrierConfig::default()).expect("carrier");
-        resumed.subscribe("e", &seen).expect("subscribe");
-        resumed.publish("e", &0).await.expect("publish");
-        let frame = futures::StreamExt::next(&mut client).await.expect("frame");
-        seen.close();
-        for i in 1..=EACH {
-            resumed.publish("e", &i).await.expect("publish");
-        }
-        resumed.flush().await;
-        let value: serde_json::Value = serde_json::from_str(frame.as_str()).unwrap();
-        value["position"].as_str().expect("a position").to_string()
-    });
+    let position = rt.block_on(missed_since(&tokio, &resumed, EACH));
 
     let mut group = c.benchmark_group("resume_1000_clients");
     group
@@ -425,7 +451,17 @@ fn publish_history_interleaved(clients: &[usize]) {
     let rt = runtime();
     let tokio = Tokio::with_handle(rt.handle().clone());
     for &n in clients {
-        let variants = Variant::all(&tokio, n);
+        // The three variants, and a second history-off channel: its ratio
+        // to the first (A/A) shows how far two identical channels differ
+        // in this run.
+        let mut variants = Vec::from(Variant::all(&tokio, n));
+        variants.push(Variant::new(
+            &tokio,
+            "off_again",
+            n,
+            HistoryLimits::off(),
+            TBoneEnvelope,
+        ));
         let batches = |variant: &Variant, count: usize| {
             rt.block_on(async {
                 let start = Instant::now();
@@ -438,34 +474,40 @@ fn publish_history_interleaved(clients: &[usize]) {
         for variant in &variants {
             batches(variant, 200);
         }
-        let mut times: [Vec<Duration>; 3] = Default::default();
-        let mut ratios: [Vec<f64>; 2] = Default::default();
+        let count = variants.len();
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); count];
+        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); count];
         for round in 0..ROUNDS {
-            let mut this = [Duration::ZERO; 3];
-            for k in 0..3 {
-                let v = (round + k) % 3;
+            let mut this = vec![Duration::ZERO; count];
+            for k in 0..count {
+                let v = (round + k) % count;
                 this[v] = batches(&variants[v], BATCHES);
             }
-            for v in 0..3 {
+            for v in 0..count {
                 times[v].push(this[v]);
-            }
-            for v in 1..3 {
-                ratios[v - 1].push(this[v].as_secs_f64() / this[0].as_secs_f64());
+                ratios[v].push(this[v].as_secs_f64() / this[0].as_secs_f64());
             }
         }
-        let median_time = |samples: &mut Vec<Duration>| {
-            samples.sort_unstable();
-            samples[samples.len() / 2]
-        };
-        let median_ratio = |samples: &mut Vec<f64>| {
-            samples.sort_unstable_by(f64::total_cmp);
-            samples[samples.len() / 2]
-        };
-        let [off, on, positioned] = times.each_mut().map(median_time);
-        let [on_ratio, positioned_ratio] = ratios.each_mut().map(median_ratio);
-        println!(
-            "publish_history interleaved, {n} clients, per batch of {BATCH}: off {off:.1?}, on {on:.1?} ({on_ratio:.3}x), on_positioned {positioned:.1?} ({positioned_ratio:.3}x) (medians of {ROUNDS} rounds)"
-        );
+        let mut report = format!("publish_history interleaved, {n} clients, per batch of {BATCH}:");
+        for (v, variant) in variants.iter().enumerate() {
+            times[v].sort_unstable();
+            ratios[v].sort_unstable_by(f64::total_cmp);
+            let time = times[v][ROUNDS / 2];
+            if v == 0 {
+                report += &format!(" {} {time:.1?}", variant.name);
+            } else {
+                let (low, median, high) = (
+                    ratios[v][ROUNDS / 4],
+                    ratios[v][ROUNDS / 2],
+                    ratios[v][ROUNDS * 3 / 4],
+                );
+                report += &format!(
+                    ", {} {time:.1?} ({median:.3}x, quartiles {low:.3}-{high:.3})",
+                    variant.name
+                );
+            }
+        }
+        println!("{report} (medians of {ROUNDS} rounds)");
         variants.into_iter().for_each(Variant::close);
     }
 }

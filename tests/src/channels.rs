@@ -452,14 +452,24 @@ pub async fn each_event_encoded_once_and_frame_bytes_shared<R: TestRuntime>() {
 }
 
 /// Events nobody is subscribed to are counted as unrouted and never
-/// encoded.
+/// encoded, with the history off or on (a history keeps their data, and
+/// a replay encodes them).
 pub async fn events_without_subscribers_are_not_encoded<R: TestRuntime>() {
+    for history in [HistoryLimits::off(), HistoryLimits::default()] {
+        unsubscribed_events_are_not_encoded::<R>(history).await;
+    }
+}
+
+async fn unsubscribed_events_are_not_encoded<R: TestRuntime>(history: HistoryLimits) {
     let envelope = CountingEnvelope::default();
-    // Without a history: with one, every event is kept for resuming
-    // clients, and so encoded.
-    let channel = ChannelBuilder::new(unique_name::<R>("no-subscribers"))
+    let name = if history.is_on() {
+        "no-subscribers-history"
+    } else {
+        "no-subscribers"
+    };
+    let channel = ChannelBuilder::new(unique_name::<R>(name))
         .envelope(envelope.clone())
-        .history(HistoryLimits::off())
+        .history(history)
         .open(R::default(), MemoryBackend::new)
         .expect("open");
     channel.kickoff().expect("kickoff");
@@ -478,8 +488,14 @@ pub async fn events_without_subscribers_are_not_encoded<R: TestRuntime>() {
     let stats = channel.stats();
     assert_eq!(stats.received, 6);
     assert_eq!(stats.unrouted, 5);
-    assert_eq!(stats.encoded, 1);
-    assert_eq!(envelope.count(), 1, "only the watched event was encoded");
+    assert_eq!(stats.encoded, 1, "history {history:?}");
+    assert_eq!(
+        envelope.count(),
+        1,
+        "only the watched event was encoded (history {history:?})"
+    );
+    let kept = if history.is_on() { 6 } else { 0 };
+    assert_eq!(channel.history_stats().events, kept, "every event is kept");
 }
 
 /// Delivering an event touches only its own subscribers: carriers of other
