@@ -314,8 +314,11 @@ pub async fn an_unknown_position_gets_recovery_failed_then_live_events<R: TestRu
         .await
         .remove(0);
     drop(first);
-    // Three more: the history (of three) has forgotten the first.
+    // Three more: the history (of three) has forgotten the first, once
+    // they are delivered (published is only queued: a consumer that lags
+    // would deliver them to the next client, live).
     publish_all(&channel, 1..4).await;
+    channel.flush().await;
 
     let mut next = 4;
     for how in [Resume::Query, Resume::Message] {
