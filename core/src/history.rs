@@ -128,7 +128,7 @@ impl Recorded<'_> {
     /// Its data: a copy of what was recorded.
     pub fn data(&self) -> Payload {
         let (front, back) = self.data;
-        Payload::copied(&[front, back].concat())
+        Payload::copied([front, back].concat())
     }
 }
 
@@ -530,8 +530,7 @@ impl History {
         position: &Position,
         now: Instant,
     ) -> Option<impl Iterator<Item = Recorded<'_>>> {
-        self.trim(now.checked_sub(self.limits.age));
-        let from = usize::try_from(self.find(position)? - self.first + 1).ok()?;
+        let from = self.start_after(position, now)?;
         let mut reader = Reader::new(self, from);
         Some((from..self.ends.len()).filter_map(move |at| {
             let found = reader.next(at)?;
@@ -574,9 +573,7 @@ impl History {
         wants: impl Fn(&str) -> bool,
         mut encode: impl FnMut(&Recorded<'_>) -> Frame,
     ) -> Option<Vec<Frame>> {
-        let cutoff = now.checked_sub(self.limits.age);
-        self.trim(cutoff);
-        let from = usize::try_from(self.find(position)? - self.first + 1).ok()?;
+        let from = self.start_after(position, now)?;
         let mut frames = Vec::new();
         let mut made = Vec::new();
         let mut reader = Reader::new(self, from);
@@ -611,6 +608,13 @@ impl History {
             self.frames[at] = Some(frame);
         }
         Some(frames)
+    }
+
+    /// Drops what has aged out by `now`, then finds the index of the
+    /// entry after `position`'s; `None` when the history does not hold it.
+    fn start_after(&mut self, position: &Position, now: Instant) -> Option<usize> {
+        self.trim(now.checked_sub(self.limits.age));
+        usize::try_from(self.find(position)? - self.first + 1).ok()
     }
 
     /// Events kept.

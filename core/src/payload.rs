@@ -128,12 +128,12 @@ impl Payload {
         Ok(Payload(Bytes::copy_from_slice(text.as_bytes())))
     }
 
-    /// A copy of `text`, which was a payload's text (a history's copy of
-    /// an event's data): checked to be UTF-8, not parsed again. Anything
-    /// else (never, short of a bug) becomes `null`, logged.
-    pub(crate) fn copied(text: &[u8]) -> Self {
-        match std::str::from_utf8(text) {
-            Ok(_) => Payload(Bytes::copy_from_slice(text)),
+    /// `text`, which is a copy of a payload's text (a history's copy of an
+    /// event's data): checked to be UTF-8, not parsed again. Anything else
+    /// (never, short of a bug) becomes `null`, logged.
+    pub(crate) fn copied(text: Vec<u8>) -> Self {
+        match String::from_utf8(text) {
+            Ok(text) => Payload(Bytes::from(text)),
             Err(error) => {
                 tracing::error!(%error, "a copy of event data is not UTF-8; replaced by null");
                 Payload::null()
