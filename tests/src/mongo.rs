@@ -58,6 +58,29 @@ pub fn database_name<R: TestRuntime>(test: &str) -> String {
     name
 }
 
+/// Waits until this machine's clock enters the next second. ObjectIds
+/// carry whole seconds, so an instance kicked off within the second in
+/// which a document was written delivers it as written after its kickoff
+/// (as TBone does); one kicked off in a later second lists it as present
+/// and does not. Tests whose premise is "instance B started after these
+/// writes" wait for this between the writes and B's kickoff.
+pub async fn next_second<R: TestRuntime>() {
+    let since_epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+    };
+    let written = since_epoch().as_secs();
+    loop {
+        let now = since_epoch();
+        if now.as_secs() > written {
+            return;
+        }
+        let rest = Duration::from_secs(written + 1).saturating_sub(now);
+        R::default().sleep(rest + Duration::from_millis(5)).await;
+    }
+}
+
 /// A new client on `uri`, database `name`.
 pub async fn connect_to(uri: &str, name: &str) -> Database {
     mongo::connect(&fast_failing(uri), name)

@@ -502,9 +502,9 @@ pub async fn a_client_resumes_on_another_mongo_instance<R: TestRuntime>() {
     expect_events::<R>(&mut again, 6..7, "a live event").await;
 }
 
-/// A websocket client of instance A resumes on instance B, started after
-/// the client left: B's history holds nothing of it, so the events it
-/// missed come from the capped collection, then the live ones.
+/// A websocket client of instance A resumes on instance B, started a
+/// second after the events it missed: B's history holds nothing of them,
+/// so they come from the capped collection, then the live ones.
 pub async fn a_client_resumes_on_an_instance_started_after_it_left<R: TestRuntime>() {
     use crate::mongo::{database, database_name, mongo_uri};
     const EVENTS: &str = "socket_resume_late";
@@ -522,6 +522,8 @@ pub async fn a_client_resumes_on_an_instance_started_after_it_left<R: TestRuntim
     for n in 3..6u64 {
         a.publish("e", &n).await.expect("publish");
     }
+    // In the same second, B would deliver them live and hold them.
+    crate::mongo::next_second::<R>().await;
 
     let db_b = crate::mongo::connect_to(&mongo_uri(), &database_name::<R>(test)).await;
     let b = mongo_instance::<R>(&unique_name::<R>("resume-ws-late-b"), &db_b, EVENTS);

@@ -8,7 +8,7 @@
 use tbone_dispatch::{Backend, Channel, Frame, HistoryLimits, PositionedEnvelope, Resumed};
 use tbone_dispatch_redis::RedisBackend;
 
-use crate::mongo::{connect_to, database, database_name, mongo_uri, MONGO_WAIT};
+use crate::mongo::{connect_to, database, database_name, mongo_uri, next_second, MONGO_WAIT};
 use crate::redis::{fresh_stream, redis_options, redis_url, server_at, REDIS_WAIT};
 use crate::resume::{data, events, frames, mongo_on, numbers, positions, recovery_fails_then_live};
 use crate::{new_carrier, unique_name, TestRuntime};
@@ -33,7 +33,8 @@ async fn resume<B: Backend, R: TestRuntime>(
 }
 
 /// A client of instance A leaves; while it is away A publishes three
-/// events, and instance B starts (its history holds none of them). The
+/// events, and instance B starts, a second later (its history holds none
+/// of them). The
 /// client resumes on B with A's position: it receives the three from the
 /// collection, frame for frame what A's clients received, then the live
 /// events, each once.
@@ -59,6 +60,8 @@ pub async fn a_new_instance_resumes_from_the_collection<R: TestRuntime>() {
         a.publish("other", &"unsubscribed").await.expect("publish");
         a.publish("tick", &n).await.expect("publish");
     }
+    // In the same second, B would deliver them live and hold them.
+    next_second::<R>().await;
 
     let db_b = connect_to(&mongo_uri(), &database_name::<R>(test)).await;
     let b = mongo_on::<R>(
