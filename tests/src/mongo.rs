@@ -64,7 +64,7 @@ pub fn database_name<R: TestRuntime>(test: &str) -> String {
 /// (as TBone does); one kicked off in a later second lists it as present
 /// and does not. Tests whose premise is "instance B started after these
 /// writes" wait for this between the writes and B's kickoff.
-pub async fn next_second<R: TestRuntime>() {
+pub(crate) async fn next_second<R: TestRuntime>() {
     let since_epoch = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
