@@ -70,13 +70,13 @@ pub(crate) async fn next_second<R: TestRuntime>() {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("a clock after 1970")
     };
-    let written = since_epoch().as_secs();
+    let this_second = since_epoch().as_secs();
     loop {
         let now = since_epoch();
-        if now.as_secs() > written {
+        if now.as_secs() > this_second {
             return;
         }
-        let rest = Duration::from_secs(written + 1).saturating_sub(now);
+        let rest = Duration::from_secs(this_second + 1).saturating_sub(now);
         R::default().sleep(rest + Duration::from_millis(5)).await;
     }
 }

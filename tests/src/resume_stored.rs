@@ -33,11 +33,10 @@ async fn resume<B: Backend, R: TestRuntime>(
 }
 
 /// A client of instance A leaves; while it is away A publishes three
-/// events, and instance B starts, a second later (its history holds none
-/// of them). The
-/// client resumes on B with A's position: it receives the three from the
-/// collection, frame for frame what A's clients received, then the live
-/// events, each once.
+/// events, and instance B starts a second later (its history holds none
+/// of them). The client resumes on B with A's position: it receives the
+/// three from the collection, frame for frame what A's clients received,
+/// then the live events, each once.
 pub async fn a_new_instance_resumes_from_the_collection<R: TestRuntime>() {
     let test = "resume_stored_new_instance";
     let db_a = database::<R>(test).await;
