@@ -866,6 +866,34 @@ mod tests {
             .map(|events| events.map(|r| r.position().to_string()).collect())
     }
 
+    /// A history with `limits`, its channel's sequence, and the sequence's
+    /// first `n` positions (not recorded).
+    fn fresh(limits: HistoryLimits, n: usize) -> (History, Sequence, Vec<Position>) {
+        let mut sequence = Sequence::new();
+        let minted = mint(&mut sequence, n);
+        (History::new(limits), sequence, minted)
+    }
+
+    /// A history with `limits` that recorded an event `e` with `data` at
+    /// each of `positions`.
+    fn holding(
+        limits: HistoryLimits,
+        positions: &[Position],
+        data: &Payload,
+        now: Instant,
+    ) -> History {
+        let mut history = History::new(limits);
+        for position in positions {
+            history.record(position.clone(), "e".into(), data, now);
+        }
+        history
+    }
+
+    /// The next `n` positions of `sequence`.
+    fn mint(sequence: &mut Sequence, n: usize) -> Vec<Position> {
+        (0..n).map(|_| sequence.next()).collect()
+    }
+
     fn record(history: &mut History, position: &Position, now: Instant) {
         history.record(position.clone(), "e".into(), &Payload::null(), now);
     }
@@ -873,9 +901,7 @@ mod tests {
     #[test]
     fn data_larger_than_the_byte_limit_empties_the_history_and_is_not_kept() {
         let now = Instant::now();
-        let mut sequence = Sequence::new();
-        let mut history = History::new(HistoryLimits::default().bytes(10));
-        let minted: Vec<Position> = (0..4).map(|_| sequence.next()).collect();
+        let (mut history, _, minted) = fresh(HistoryLimits::default().bytes(10), 4);
         let small = Payload::encode(&1).unwrap();
         let large = Payload::encode(&"more than ten bytes").unwrap();
         history.record(minted[0].clone(), "e".into(), &small, now);
@@ -947,7 +973,7 @@ mod tests {
         let first = sequence.next();
         history.record(first, "e".into(), &data, now);
         // A run of 256 events of 100 bytes: 25 600 bytes, 1 000 kept.
-        let run: Vec<Position> = (0..256).map(|_| sequence.next()).collect();
+        let run = mint(&mut sequence, 256);
         history.record_run(&"e".into(), run.iter().map(|p| (p, &data)), now);
         assert_eq!((history.len(), history.bytes()), (10, 1_000));
         assert!(
@@ -960,9 +986,7 @@ mod tests {
     #[test]
     fn a_replay_encodes_each_wanted_event_once_and_counts_its_frames() {
         let now = Instant::now();
-        let mut sequence = Sequence::new();
-        let mut history = History::new(HistoryLimits::default());
-        let minted: Vec<Position> = (0..5).map(|_| sequence.next()).collect();
+        let (mut history, mut sequence, minted) = fresh(HistoryLimits::default(), 5);
         for (n, position) in minted.iter().enumerate() {
             let key: Arc<str> = if n % 2 == 0 { "a".into() } else { "b".into() };
             history.record(position.clone(), key, &Payload::encode(&n).unwrap(), now);
@@ -1012,17 +1036,9 @@ mod tests {
     #[test]
     fn frames_kept_for_replays_count_against_the_byte_limit() {
         let now = Instant::now();
-        let mut sequence = Sequence::new();
-        let mut history = History::new(HistoryLimits::default().bytes(40));
-        let minted: Vec<Position> = (0..10).map(|_| sequence.next()).collect();
-        for position in &minted {
-            history.record(
-                position.clone(),
-                "e".into(),
-                &Payload::encode(&"ab").unwrap(),
-                now,
-            );
-        }
+        let (_, mut sequence, minted) = fresh(HistoryLimits::default(), 10);
+        let ab = Payload::encode(&"ab").unwrap();
+        let mut history = holding(HistoryLimits::default().bytes(40), &minted, &ab, now);
         assert_eq!((history.len(), history.bytes()), (10, 40));
         let frames = history
             .replay(&minted[4], now, |_| true, |_| Frame::from("0123456789"))
@@ -1033,15 +1049,7 @@ mod tests {
 
         // With room for two frames, two are kept; a record that needs the
         // room drops frames before events.
-        let mut history = History::new(HistoryLimits::default().bytes(60));
-        for position in &minted {
-            history.record(
-                position.clone(),
-                "e".into(),
-                &Payload::encode(&"ab").unwrap(),
-                now,
-            );
-        }
+        let mut history = holding(HistoryLimits::default().bytes(60), &minted, &ab, now);
         let encoded = std::cell::Cell::new(0);
         let encode = |_: &Recorded<'_>| {
             encoded.set(encoded.get() + 1);
@@ -1066,7 +1074,7 @@ mod tests {
         let now = Instant::now();
         let (mut sequence, mut other) = (Sequence::new(), Sequence::new());
         let mut history = History::new(HistoryLimits::default().events(4));
-        let minted: Vec<Position> = (0..6).map(|_| sequence.next()).collect();
+        let minted = mint(&mut sequence, 6);
         minted.iter().for_each(|p| record(&mut history, p, now));
         assert!(history.index.is_empty(), "no index for them");
         let epoch = minted[0].as_str().rsplit_once('-').unwrap().0;
