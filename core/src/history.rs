@@ -227,6 +227,12 @@ struct Line {
 }
 
 impl Line {
+    /// The sequence number of the entry it places position `n` of `epoch`
+    /// at; `None` for another epoch.
+    fn sequence(&self, epoch: Epoch, n: u64) -> Option<u64> {
+        (epoch == self.epoch).then(|| n.wrapping_add(self.offset))
+    }
+
     /// The position of the entry with sequence number `sequence`.
     fn position(&self, sequence: u64) -> Position {
         Position::numbered_at(self.epoch, sequence.wrapping_sub(self.offset))
@@ -387,12 +393,11 @@ impl History {
         // line): checked once, not per event.
         let mut in_run = false;
         for (position, data) in run {
-            let sequence = self.first + self.ends.len() as u64;
             let next_on_line = self.index.is_empty()
                 && data.len() <= self.limits.bytes
                 && match (position.numbered(), &self.line) {
                     (Some((epoch, n)), Some(line)) => {
-                        n.wrapping_add(line.offset) == sequence && line.epoch == epoch
+                        line.sequence(epoch, n) == Some(self.next_sequence())
                     }
                     _ => false,
                 };
@@ -443,12 +448,10 @@ impl History {
         now: Instant,
         cutoff: Option<Instant>,
     ) {
-        let sequence = self.first + self.ends.len() as u64;
+        let sequence = self.next_sequence();
         let on_line = match position.numbered() {
             Some((epoch, n)) => match &mut self.line {
-                Some(line) if n.wrapping_add(line.offset) == sequence && line.epoch == epoch => {
-                    true
-                }
+                Some(line) if line.sequence(epoch, n) == Some(sequence) => true,
                 // No entry is on the line (the first position of the
                 // numbering, or every entry is indexed): it starts here.
                 line if self.index.len() == self.ends.len() => {
@@ -508,7 +511,7 @@ impl History {
             self.runs.push_back(Run {
                 key: key.clone(),
                 at,
-                first: self.first + self.ends.len() as u64,
+                first: self.next_sequence(),
                 indexed,
             });
         }
@@ -642,8 +645,13 @@ impl History {
         if run.indexed {
             return self.positions.back().map(|(_, position)| position.clone());
         }
-        let sequence = self.first + self.ends.len() as u64 - 1;
+        let sequence = self.next_sequence() - 1;
         self.line.as_ref().map(|line| line.position(sequence))
+    }
+
+    /// The sequence number the next entry recorded takes.
+    fn next_sequence(&self) -> u64 {
+        self.first + self.ends.len() as u64
     }
 
     /// The index in `runs` of the run holding the entry `sequence`.
@@ -676,10 +684,7 @@ impl History {
     fn on_line(&self, position: &Position) -> Option<u64> {
         let line = self.line.as_ref()?;
         let (epoch, n) = split_numbered(position.as_str())?;
-        if epoch != line.epoch {
-            return None;
-        }
-        let sequence = n.wrapping_add(line.offset);
+        let sequence = line.sequence(epoch, n)?;
         let at = usize::try_from(sequence.checked_sub(self.first)?).ok()?;
         if at >= self.ends.len() {
             return None;
