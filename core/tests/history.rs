@@ -236,6 +236,7 @@ proptest! {
                 }
                 Step::After { id, dt } => {
                     now += Duration::from_millis(u64::from(dt));
+                    // Trims by age, as `replay` does: both histories age alike.
                     plain.after(&position(id), start + now);
                     let wants = |key: &str| (key == "a") == wants_a;
                     let frame_of = |key: &str, position: &str, data: &str| format!("{key}|{position}|{data}");

@@ -336,7 +336,7 @@ fn replay_10000(c: &mut Criterion) {
     });
     // The first replay of a history encodes its frames (later ones reuse
     // them): each iteration replays a history of its own, built untimed.
-    let fresh = std::sync::atomic::AtomicUsize::new(0);
+    let fresh = AtomicUsize::new(0);
     group.bench_function("replay_first", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (expected, tokio, fresh) = (expected.clone(), tokio.clone(), &fresh);
@@ -442,8 +442,9 @@ fn resume_1000_clients(c: &mut Criterion) {
 
 /// `publish_history` again, the variants interleaved: rounds of 50
 /// batches per variant, the order rotating each round, so that all of them
-/// see the same machine noise; prints the medians and the median of each
-/// round's ratio to `off`. (Run one after another, criterion's groups
+/// see the same machine noise; prints each variant's median time and the
+/// median and quartiles of its rounds' ratios to `off`, a second
+/// history-off channel (`off_again`) among them. (Run one after another, criterion's groups
 /// differ by more than the 1.1x being checked on a shared machine.)
 fn publish_history_interleaved(clients: &[usize]) {
     const ROUNDS: usize = 60;
@@ -476,36 +477,43 @@ fn publish_history_interleaved(clients: &[usize]) {
         }
         let count = variants.len();
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); count];
-        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); count];
+        // To `off` (variant 0), for the others.
+        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); count - 1];
         for round in 0..ROUNDS {
             let mut this = vec![Duration::ZERO; count];
             for k in 0..count {
                 let v = (round + k) % count;
                 this[v] = batches(&variants[v], BATCHES);
             }
-            for v in 0..count {
-                times[v].push(this[v]);
-                ratios[v].push(this[v].as_secs_f64() / this[0].as_secs_f64());
+            for (v, time) in this.iter().enumerate() {
+                times[v].push(*time);
+            }
+            for (v, ratio) in ratios.iter_mut().enumerate() {
+                ratio.push(this[v + 1].as_secs_f64() / this[0].as_secs_f64());
             }
         }
-        let mut report = format!("publish_history interleaved, {n} clients, per batch of {BATCH}:");
-        for (v, variant) in variants.iter().enumerate() {
-            times[v].sort_unstable();
-            ratios[v].sort_unstable_by(f64::total_cmp);
-            let time = times[v][ROUNDS / 2];
-            if v == 0 {
-                report += &format!(" {} {time:.1?}", variant.name);
-            } else {
-                let (low, median, high) = (
-                    ratios[v][ROUNDS / 4],
-                    ratios[v][ROUNDS / 2],
-                    ratios[v][ROUNDS * 3 / 4],
-                );
-                report += &format!(
-                    ", {} {time:.1?} ({median:.3}x, quartiles {low:.3}-{high:.3})",
-                    variant.name
-                );
-            }
+        let median = |times: &mut Vec<Duration>| {
+            times.sort_unstable();
+            times[ROUNDS / 2]
+        };
+        let mut report = format!(
+            "publish_history interleaved, {n} clients, per batch of {BATCH}: {} {:.1?}",
+            variants[0].name,
+            median(&mut times[0])
+        );
+        let others = variants.iter().zip(&mut times).skip(1);
+        for ((variant, times), ratios) in others.zip(&mut ratios) {
+            let time = median(times);
+            ratios.sort_unstable_by(f64::total_cmp);
+            let (low, median, high) = (
+                ratios[ROUNDS / 4],
+                ratios[ROUNDS / 2],
+                ratios[ROUNDS * 3 / 4],
+            );
+            report += &format!(
+                ", {} {time:.1?} ({median:.3}x, quartiles {low:.3}-{high:.3})",
+                variant.name
+            );
         }
         println!("{report} (medians of {ROUNDS} rounds)");
         variants.into_iter().for_each(Variant::close);

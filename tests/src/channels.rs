@@ -462,12 +462,8 @@ pub async fn events_without_subscribers_are_not_encoded<R: TestRuntime>() {
 
 async fn unsubscribed_events_are_not_encoded<R: TestRuntime>(history: HistoryLimits) {
     let envelope = CountingEnvelope::default();
-    let name = if history.is_on() {
-        "no-subscribers-history"
-    } else {
-        "no-subscribers"
-    };
-    let channel = ChannelBuilder::new(unique_name::<R>(name))
+    let name = format!("no-subscribers-history-{}", history.is_on());
+    let channel = ChannelBuilder::new(unique_name::<R>(&name))
         .envelope(envelope.clone())
         .history(history)
         .open(R::default(), MemoryBackend::new)
@@ -495,7 +491,11 @@ async fn unsubscribed_events_are_not_encoded<R: TestRuntime>(history: HistoryLim
         "only the watched event was encoded (history {history:?})"
     );
     let kept = if history.is_on() { 6 } else { 0 };
-    assert_eq!(channel.history_stats().events, kept, "every event is kept");
+    assert_eq!(
+        channel.history_stats().events,
+        kept,
+        "history {history:?} keeps every event, or none when off"
+    );
 }
 
 /// Delivering an event touches only its own subscribers: carriers of other
